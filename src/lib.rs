@@ -4,5 +4,9 @@
 
 pub mod chain;
 pub mod clock;
+pub mod config;
+pub mod pipeline;
 pub mod protocol;
+pub mod server;
+pub mod telemetry;
 pub mod verdict;

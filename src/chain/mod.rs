@@ -2,11 +2,15 @@
 //! upstream's word: it reads the chain itself, and when it cannot, it returns an error that
 //! the decision step turns into a fail-closed deny.
 
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::sync::Arc;
+
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
-use crate::protocol::Payment;
-use crate::verdict::{Gate, Verdict};
+use crate::protocol::{ChainFamily, Network, Payment};
+use crate::verdict::{Gate, Reason, ReasonCode, Step, Verdict};
 
 /// Configuration of one chain, keyed by CAIP-2 id under `[chains."<id>"]`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -42,4 +46,95 @@ pub trait ChainChecker: Send + Sync {
     /// Checks `payment` at `gate`, with `now_secs` from the clock.
     async fn check(&self, payment: &Payment, gate: Gate, now_secs: u64)
     -> Result<Verdict, ChainError>;
+
+    /// Whether this checker can verify payments on `network` (filters `/supported`).
+    fn supports(&self, network: &Network) -> bool {
+        let _ = network;
+        true
+    }
+}
+
+/// The checkers for every chain family, plus the networks an operator chose not to check.
+#[derive(Clone, Default)]
+pub struct ChainCheckers {
+    evm: Option<Arc<dyn ChainChecker>>,
+    svm: Option<Arc<dyn ChainChecker>>,
+    unchecked: BTreeSet<String>,
+}
+
+impl fmt::Debug for ChainCheckers {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ChainCheckers")
+            .field("evm", &self.evm.is_some())
+            .field("svm", &self.svm.is_some())
+            .field("unchecked", &self.unchecked)
+            .finish()
+    }
+}
+
+impl ChainCheckers {
+    /// No checkers yet; networks configured with `onchain_checks = false` pass unchecked.
+    pub fn new(chains: &BTreeMap<String, ChainConfig>) -> Self {
+        Self {
+            unchecked: chains
+                .iter()
+                .filter(|(_, c)| !c.onchain_checks)
+                .map(|(id, _)| id.clone())
+                .collect(),
+            ..Self::default()
+        }
+    }
+
+    /// Adds the EVM checker.
+    pub fn with_evm(mut self, checker: Arc<dyn ChainChecker>) -> Self {
+        self.evm = Some(checker);
+        self
+    }
+
+    /// Adds the Solana checker.
+    pub fn with_svm(mut self, checker: Arc<dyn ChainChecker>) -> Self {
+        self.svm = Some(checker);
+        self
+    }
+
+    fn checker(&self, network: &Network) -> Option<&Arc<dyn ChainChecker>> {
+        match network.family() {
+            ChainFamily::Evm => self.evm.as_ref(),
+            ChainFamily::Svm => self.svm.as_ref(),
+            ChainFamily::Other => None,
+        }
+    }
+
+    /// Whether a payment on `network` can be approved at all.
+    pub fn can_check(&self, network: &Network) -> bool {
+        self.unchecked.contains(network.caip2.as_str())
+            || self.checker(network).is_some_and(|c| c.supports(network))
+    }
+
+    /// Runs the checker for the payment's chain family.
+    pub async fn check(
+        &self,
+        payment: &Payment,
+        gate: Gate,
+        now_secs: u64,
+    ) -> Result<Verdict, ChainError> {
+        let network = &payment.network;
+        if self.unchecked.contains(network.caip2.as_str()) {
+            return Ok(Verdict::allow(Step::Chain).with_checked(format!(
+                "nothing verified on-chain: onchain_checks = false for {}",
+                network.caip2
+            )));
+        }
+        match self.checker(network) {
+            Some(checker) => checker.check(payment, gate, now_secs).await,
+            None if network.family() == ChainFamily::Other => Ok(Verdict::deny(
+                Step::Chain,
+                Reason::new(
+                    ReasonCode::InvalidNetwork,
+                    format!("Gatehouse cannot verify payments on {}", network.caip2),
+                ),
+            )),
+            None => Err(ChainError::NotConfigured(network.caip2.to_string())),
+        }
+    }
 }

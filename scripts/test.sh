@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# Runs every test Gatehouse has, installing what the tests need first:
+#   - PostgreSQL (installed from Debian and started if absent; trust auth on 127.0.0.1),
+#   - anvil (from npm, into .tools/), and the npm/pip packages of the compat tests,
+#   - then cargo fmt --check, clippy, and cargo test (unit, integration, doc tests).
+# Build output goes to $CARGO_TARGET_DIR (default: a cache outside the checkout), so repeat
+# runs on the same machine are incremental.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/gatehouse/target}"
+export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
+log() { printf '==> %s\n' "$*"; }
+
+ensure_postgres() {
+  if pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null; then return; fi
+  if ! command -v pg_ctlcluster >/dev/null 2>&1; then
+    log "installing PostgreSQL from Debian"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq && apt-get install -y -qq postgresql >/dev/null
+  fi
+  local version
+  version=$(ls /etc/postgresql | sort -V | tail -n 1)
+  log "starting PostgreSQL $version"
+  local hba="/etc/postgresql/$version/main/pg_hba.conf"
+  # The tests connect as postgres over TCP without a password, as on the project's machines.
+  if ! grep -q '^host all all 127.0.0.1/32 trust' "$hba"; then
+    sed -i '1i host all all 127.0.0.1/32 trust' "$hba"
+  fi
+  pg_ctlcluster --skip-systemctl-redirect "$version" main start || true
+  for _ in $(seq 1 30); do pg_isready -q -h 127.0.0.1 -p 5432 && return; sleep 1; done
+  echo "PostgreSQL did not start" >&2; exit 1
+}
+
+ensure_postgres
+if [ -x scripts/install-anvil.sh ]; then
+  log "installing anvil"
+  scripts/install-anvil.sh
+  export PATH="$PWD/.tools/bin:$PATH"
+fi
+if [ -x facilitator-compat-tests/install.sh ]; then
+  log "installing compat-test packages"
+  facilitator-compat-tests/install.sh
+fi
+
+log "cargo fmt --check"
+cargo fmt --all -- --check
+log "cargo clippy"
+cargo clippy --all-targets --locked -- -D warnings
+log "cargo test"
+cargo test --locked --no-fail-fast -- --test-threads "${TEST_THREADS:-4}"

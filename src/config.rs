@@ -1,0 +1,385 @@
+//! Configuration: built-in defaults < `gatehouse.toml` (or `--config PATH`) < `GATEHOUSE_*`
+//! environment. Every option has a default that works on a laptop; `validate()` reports every
+//! problem at once, naming the key, and a bad section stops startup instead of falling back.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::{Deserialize, Serialize};
+
+use crate::chain::ChainConfig;
+use crate::protocol::Caip2;
+use crate::upstream::UpstreamConfig;
+
+/// Flat environment variables that name nested keys (the documented public interface).
+const FLAT_ENV_KEYS: &[(&str, &str)] = &[
+    ("upstream_url", "upstream.url"),
+    ("upstream_authorization", "upstream.authorization"),
+];
+
+/// The whole configuration.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Address to listen on.
+    pub listen: String,
+    /// `sqlite://PATH` (embedded, created on start) or `postgres://...` (shared by replicas).
+    pub database_url: Secret,
+    /// Directory of risk rules (YAML).
+    pub rules_dir: PathBuf,
+    /// Bearer token for the admin API; unset disables it.
+    pub admin_token: Option<Secret>,
+    /// Log format: `text` or `json`.
+    pub log_format: LogFormat,
+    /// Largest accepted request body, in bytes (larger: 413).
+    pub max_body_bytes: usize,
+    /// Upper bound on any one request's handling, in milliseconds (must exceed the upstream
+    /// settle timeout, or settles would be cut off).
+    pub request_timeout_ms: u64,
+    /// The upstream facilitator.
+    pub upstream: UpstreamConfig,
+    /// Chains keyed by CAIP-2 id, e.g. `[chains."eip155:84532"]`.
+    pub chains: BTreeMap<String, ChainConfig>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:4020".to_owned(),
+            database_url: Secret("sqlite://gatehouse.db".to_owned()),
+            rules_dir: PathBuf::from("risk-rules"),
+            admin_token: None,
+            log_format: LogFormat::Text,
+            max_body_bytes: 256 * 1024,
+            request_timeout_ms: 240_000,
+            upstream: UpstreamConfig::default(),
+            chains: BTreeMap::new(),
+        }
+    }
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// A string that must not be printed (tokens, database URLs with passwords).
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(pub String);
+
+impl Secret {
+    /// The secret value; call only where it is used.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+    /// A printable form: URLs keep scheme and host, everything else is masked.
+    pub fn masked(&self) -> String {
+        match self.0.split_once("://") {
+            Some((scheme, rest)) => {
+                let host = rest.rsplit_once('@').map(|(_, h)| h).unwrap_or(rest);
+                if rest.contains('@') {
+                    format!("{scheme}://***@{host}")
+                } else {
+                    self.0.clone()
+                }
+            }
+            None => "***".to_owned(),
+        }
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.masked())
+    }
+}
+
+impl Serialize for Secret {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.masked())
+    }
+}
+
+/// One problem with the configuration, naming the key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigProblem {
+    /// Dotted key, e.g. `upstream.url`.
+    pub key: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl fmt::Display for ConfigProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "`{}`: {}", self.key, self.message)
+    }
+}
+
+/// Loading or validating failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The sources could not be read or did not fit the schema (figment names the key).
+    #[error("{0}")]
+    Load(Box<figment::Error>),
+    /// The values are invalid.
+    #[error("invalid configuration:\n{}", .0.iter().map(|p| format!("  - {p}")).collect::<Vec<_>>().join("\n"))]
+    Invalid(Vec<ConfigProblem>),
+}
+
+impl Config {
+    /// Loads defaults < the TOML file (if given, or `gatehouse.toml` if present) < environment.
+    pub fn load(path: Option<&Path>) -> Result<Self, ConfigError> {
+        Self::figment(path, Env::prefixed("GATEHOUSE_"))
+    }
+
+    /// Loads from explicit sources; tests pass their own environment provider.
+    pub fn figment(path: Option<&Path>, env: Env) -> Result<Self, ConfigError> {
+        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        // The default's masked database URL must not leak into the effective config.
+        figment = figment.merge(Serialized::default(
+            "database_url",
+            Config::default().database_url.expose(),
+        ));
+        match path {
+            Some(p) => {
+                if !p.exists() {
+                    return Err(ConfigError::Invalid(vec![ConfigProblem {
+                        key: "--config".into(),
+                        message: format!("file {} does not exist", p.display()),
+                    }]));
+                }
+                figment = figment.merge(Toml::file_exact(p));
+            }
+            None => figment = figment.merge(Toml::file_exact("gatehouse.toml")),
+        }
+        let env = env
+            // GATEHOUSE_TEST_* configure the test suite, not the service.
+            .filter(|k| !k.as_str().to_ascii_lowercase().starts_with("test_"))
+            .map(|k| {
+                let lower = k.as_str().to_ascii_lowercase();
+                let mapped = FLAT_ENV_KEYS
+                    .iter()
+                    .find(|(flat, _)| *flat == lower)
+                    .map(|(_, nested)| (*nested).to_owned())
+                    .unwrap_or_else(|| lower.replace("__", "."));
+                mapped.into()
+            });
+        figment = figment.merge(env);
+        let config: Config = figment
+            .extract()
+            .map_err(|e| ConfigError::Load(Box::new(e)))?;
+        config.validate().map_err(ConfigError::Invalid)?;
+        Ok(config)
+    }
+
+    /// Every problem with the values, or none.
+    pub fn validate(&self) -> Result<(), Vec<ConfigProblem>> {
+        let mut problems = Vec::new();
+        let mut problem = |key: &str, message: String| {
+            problems.push(ConfigProblem {
+                key: key.to_owned(),
+                message,
+            })
+        };
+        if self.listen.parse::<SocketAddr>().is_err() {
+            problem("listen", format!("`{}` is not an IP:port address", self.listen));
+        }
+        let db = self.database_url.expose();
+        if !(db.starts_with("sqlite:") || db.starts_with("postgres://") || db.starts_with("postgresql://")) {
+            problem(
+                "database_url",
+                "must start with sqlite:, postgres:// or postgresql://".into(),
+            );
+        }
+        if !is_http_url(&self.upstream.url) {
+            problem(
+                "upstream.url",
+                format!("`{}` is not an http(s) URL", self.upstream.url),
+            );
+        }
+        if self.max_body_bytes < 1024 || self.max_body_bytes > 16 * 1024 * 1024 {
+            problem("max_body_bytes", "must be between 1024 and 16777216".into());
+        }
+        if self.request_timeout_ms <= self.upstream.settle_timeout_ms {
+            problem(
+                "request_timeout_ms",
+                format!(
+                    "must exceed upstream.settle_timeout_ms ({}), or settles would be cut off",
+                    self.upstream.settle_timeout_ms
+                ),
+            );
+        }
+        for (name, value) in [
+            ("upstream.verify_timeout_ms", self.upstream.verify_timeout_ms),
+            ("upstream.settle_timeout_ms", self.upstream.settle_timeout_ms),
+            ("upstream.connect_timeout_ms", self.upstream.connect_timeout_ms),
+        ] {
+            if value == 0 {
+                problem(name, "must be greater than 0".into());
+            }
+        }
+        for (id, chain) in &self.chains {
+            if id.parse::<Caip2>().is_err() {
+                problem(
+                    &format!("chains.\"{id}\""),
+                    "is not a CAIP-2 chain id such as eip155:8453".into(),
+                );
+            }
+            for (i, url) in chain.rpc_urls.iter().enumerate() {
+                if !is_http_url(url) {
+                    problem(
+                        &format!("chains.\"{id}\".rpc_urls[{i}]"),
+                        format!("`{url}` is not an http(s) URL"),
+                    );
+                }
+            }
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(problems)
+        }
+    }
+
+    /// The listen address (valid after `validate`).
+    pub fn listen_addr(&self) -> Result<SocketAddr, ConfigError> {
+        self.listen.parse().map_err(|_| {
+            ConfigError::Invalid(vec![ConfigProblem {
+                key: "listen".into(),
+                message: format!("`{}` is not an IP:port address", self.listen),
+            }])
+        })
+    }
+
+    /// The effective configuration as TOML, secrets masked.
+    pub fn to_masked_toml(&self) -> String {
+        toml::to_string_pretty(self).unwrap_or_else(|e| format!("# could not render: {e}"))
+    }
+}
+
+fn is_http_url(s: &str) -> bool {
+    let rest = s
+        .strip_prefix("http://")
+        .or_else(|| s.strip_prefix("https://"));
+    matches!(rest, Some(r) if !r.is_empty() && !r.starts_with('/') && !r.contains(char::is_whitespace))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An environment provider that sees nothing: tests that don't exercise the environment
+    /// must not depend on the process's.
+    fn no_env() -> Env {
+        Env::prefixed("GATEHOUSE_NOT_SET_IN_ANY_TEST_")
+    }
+
+    #[test]
+    fn flat_and_nested_environment_variables_override_the_file() {
+        // figment's Jail serialises environment changes, so this cannot race other tests.
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("g.toml", "listen = \"127.0.0.1:5000\"\n")?;
+            jail.set_env("GATEHOUSE_LISTEN", "127.0.0.1:6000");
+            jail.set_env("GATEHOUSE_DATABASE_URL", "postgres://db/g");
+            jail.set_env("GATEHOUSE_UPSTREAM_URL", "http://127.0.0.1:7/f");
+            jail.set_env("GATEHOUSE_RULES_DIR", "/etc/rules");
+            jail.set_env("GATEHOUSE_ADMIN_TOKEN", "secret-token");
+            jail.set_env("GATEHOUSE_UPSTREAM__SETTLE_TIMEOUT_MS", "200000");
+            jail.set_env("GATEHOUSE_TEST_PG_URL", "ignored");
+            let c = Config::figment(Some(Path::new("g.toml")), Env::prefixed("GATEHOUSE_"))
+                .map_err(|e| e.to_string())?;
+            assert_eq!(c.listen, "127.0.0.1:6000");
+            assert_eq!(c.database_url.expose(), "postgres://db/g");
+            assert_eq!(c.upstream.url, "http://127.0.0.1:7/f");
+            assert_eq!(c.rules_dir, PathBuf::from("/etc/rules"));
+            assert_eq!(c.admin_token.as_ref().map(Secret::expose), Some("secret-token"));
+            assert_eq!(c.upstream.settle_timeout_ms, 200_000);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn defaults_are_valid_and_laptop_friendly() {
+        let c = Config::figment(None, no_env()).unwrap();
+        assert_eq!(c.listen, "127.0.0.1:4020");
+        assert_eq!(c.database_url.expose(), "sqlite://gatehouse.db");
+        assert_eq!(c.upstream.url, "https://x402.org/facilitator");
+    }
+
+    #[test]
+    fn documented_file_keys_load() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("g.toml");
+        std::fs::write(
+            &path,
+            r#"
+listen = "127.0.0.1:5000"
+database_url = "sqlite://x.db"
+rules_dir = "rules"
+[upstream]
+url = "http://127.0.0.1:9/facilitator"
+[chains."eip155:84532"]
+rpc_urls = ["http://127.0.0.1:8545"]
+"#,
+        )
+        .unwrap();
+        let c = Config::figment(Some(&path), no_env()).unwrap();
+        assert_eq!(c.listen, "127.0.0.1:5000");
+        assert_eq!(c.upstream.url, "http://127.0.0.1:9/facilitator");
+        assert_eq!(c.chains["eip155:84532"].rpc_urls, ["http://127.0.0.1:8545"]);
+    }
+
+    #[test]
+    fn invalid_values_name_their_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("g.toml");
+        std::fs::write(
+            &path,
+            "listen = \"nowhere\"\n[upstream]\nurl = \"ftp://x\"\n[chains.\"base\"]\nrpc_urls = [\"localhost\"]\n",
+        )
+        .unwrap();
+        let Err(ConfigError::Invalid(problems)) = Config::figment(Some(&path), no_env()) else {
+            panic!("expected invalid");
+        };
+        let keys: Vec<_> = problems.iter().map(|p| p.key.as_str()).collect();
+        assert!(keys.contains(&"listen"), "{keys:?}");
+        assert!(keys.contains(&"upstream.url"), "{keys:?}");
+        assert!(keys.contains(&"chains.\"base\""), "{keys:?}");
+        assert!(keys.contains(&"chains.\"base\".rpc_urls[0]"), "{keys:?}");
+    }
+
+    #[test]
+    fn unknown_keys_and_wrong_types_are_rejected_by_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("g.toml");
+        std::fs::write(&path, "[upstream]\nverify_timeout_ms = \"soon\"\n").unwrap();
+        let err = Config::figment(Some(&path), no_env()).unwrap_err().to_string();
+        assert!(err.contains("verify_timeout_ms"), "{err}");
+        std::fs::write(&path, "listne = \"127.0.0.1:1\"\n").unwrap();
+        let err = Config::figment(Some(&path), no_env()).unwrap_err().to_string();
+        assert!(err.contains("listne"), "{err}");
+    }
+
+    #[test]
+    fn secrets_are_masked_when_printed() {
+        let c = Config {
+            database_url: Secret("postgres://u:hunter2@db:5432/g".into()),
+            admin_token: Some(Secret("tok-123".into())),
+            ..Config::default()
+        };
+        let shown = c.to_masked_toml() + &format!("{c:?}");
+        assert!(!shown.contains("hunter2") && !shown.contains("tok-123"), "{shown}");
+        assert!(shown.contains("postgres://***@db:5432/g"), "{shown}");
+    }
+}

@@ -1,0 +1,119 @@
+//! The facilitator API: `POST /verify`, `POST /settle`, `GET /supported`,
+//! `GET /discovery/resources`. Business outcomes are 200 (`isValid:false` / `success:false`),
+//! malformed input 400, oversized bodies 413, a reused `payment-identifier` 409, upstream
+//! trouble 502/504 (spec §1.7).
+
+use axum::Json;
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{RawQuery, State};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use http::{HeaderMap, StatusCode, header};
+use serde_json::Value;
+
+use super::AppState;
+use super::error::ApiError;
+use crate::pipeline::{Pipeline, RequestContext};
+use crate::protocol::{Network, SupportedResponse};
+
+/// The facilitator routes (mounted at `/` and at `/x402/`).
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/verify", post(verify))
+        .route("/settle", post(settle))
+        .route("/supported", get(supported))
+        .route("/discovery/resources", get(discovery))
+}
+
+fn context(headers: &HeaderMap) -> RequestContext {
+    RequestContext {
+        request_id: headers
+            .get("x-request-id")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned(),
+        authorization: headers.get(header::AUTHORIZATION).cloned(),
+    }
+}
+
+fn body_bytes(body: Result<Bytes, BytesRejection>, limit_bytes: usize) -> Result<Bytes, ApiError> {
+    match body {
+        Ok(bytes) => Ok(bytes),
+        Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+            Err(ApiError::PayloadTooLarge { limit_bytes })
+        }
+        Err(rejection) => Err(ApiError::BadRequest {
+            code: "unreadable_body",
+            field: None,
+            message: rejection.body_text(),
+        }),
+    }
+}
+
+/// Runs a pipeline call on its own task: a client that disconnects must not cancel a settle
+/// between claiming the payment and recording the outcome.
+async fn detached<T, F, Fut>(pipeline: &std::sync::Arc<Pipeline>, f: F) -> Result<T, ApiError>
+where
+    T: Send + 'static,
+    F: FnOnce(std::sync::Arc<Pipeline>) -> Fut,
+    Fut: std::future::Future<Output = T> + Send + 'static,
+{
+    tokio::spawn(f(pipeline.clone()))
+        .await
+        .map_err(|e| ApiError::Internal(format!("pipeline task failed: {e}")))
+}
+
+async fn verify(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let raw = body_bytes(body, state.config.max_body_bytes)?;
+    let ctx = context(&headers);
+    let reply = detached(&state.pipeline, |p| async move { p.verify(&ctx, raw).await }).await??;
+    Ok((reply.status, Json(reply.body)).into_response())
+}
+
+async fn settle(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let raw = body_bytes(body, state.config.max_body_bytes)?;
+    let ctx = context(&headers);
+    let reply = detached(&state.pipeline, |p| async move { p.settle(&ctx, raw).await }).await??;
+    Ok((reply.status, Json(reply.body)).into_response())
+}
+
+/// The upstream's kinds, filtered to the networks Gatehouse can check itself; `extra`
+/// (e.g. the Solana `feePayer`) and `signers` pass through unchanged.
+async fn supported(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+    let upstream = state.pipeline.upstream().supported().await?;
+    let mut supported: SupportedResponse = serde_json::from_value((*upstream).clone())
+        .map_err(|e| {
+            ApiError::Upstream(crate::upstream::UpstreamError::InvalidBody(format!(
+                "/supported: {e}"
+            )))
+        })?;
+    let chains = state.pipeline.chains();
+    supported.kinds.retain(|kind| {
+        Network::resolve(&kind.network).is_ok_and(|network| chains.can_check(&network))
+    });
+    serde_json::to_value(supported)
+        .map(Json)
+        .map_err(|e| ApiError::Internal(e.to_string()))
+}
+
+async fn discovery(
+    State(state): State<AppState>,
+    RawQuery(query): RawQuery,
+) -> Result<Response, ApiError> {
+    let answer = state
+        .pipeline
+        .upstream()
+        .discovery(query.as_deref())
+        .await?;
+    Ok((answer.status, Json(answer.body)).into_response())
+}
