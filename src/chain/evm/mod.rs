@@ -27,7 +27,7 @@ use crate::protocol::Payment;
 use crate::protocol::payment::Authorization;
 use crate::verdict::{Gate, Reason, ReasonCode, Step, Verdict};
 
-use abi::{IErc1271, IEip3009Token, IMulticall3, TransferWithAuthorization};
+use abi::{IEip3009Token, IErc1271, IMulticall3, TransferWithAuthorization};
 pub use assets::{KnownAsset, asset_decimals};
 use rpc::{CallError, RpcClient};
 use signature::{EoaSignature, SignatureForm};
@@ -243,12 +243,9 @@ impl EvmChecker {
         self.chains.keys().copied()
     }
 
-    async fn check_eip3009(
-        &self,
-        payment: &Payment,
-        now_secs: u64,
-    ) -> Result<Verdict, ChainError> {
-        let deny = |code: ReasonCode, msg: String| Ok(Verdict::deny(Step::Chain, Reason::new(code, msg)));
+    async fn check_eip3009(&self, payment: &Payment, now_secs: u64) -> Result<Verdict, ChainError> {
+        let deny =
+            |code: ReasonCode, msg: String| Ok(Verdict::deny(Step::Chain, Reason::new(code, msg)));
         let Authorization::Eip3009 {
             from,
             to,
@@ -288,7 +285,11 @@ impl EvmChecker {
             );
         }
         let (Some(name), Some(version)) = (
-            payment.extra.eip712_name.as_deref().filter(|s| !s.is_empty()),
+            payment
+                .extra
+                .eip712_name
+                .as_deref()
+                .filter(|s| !s.is_empty()),
             payment
                 .extra
                 .eip712_version
@@ -331,10 +332,8 @@ impl EvmChecker {
             validBefore: U256::from(*valid_before_secs),
             nonce: *nonce,
         };
-        let digest = signature::digest(
-            &message,
-            &signature::domain(name, version, chain_id, asset),
-        );
+        let digest =
+            signature::digest(&message, &signature::domain(name, version, chain_id, asset));
         let form = signature::classify(sig_bytes);
         let inner: Bytes = match &form {
             SignatureForm::Plain(b) => b.clone(),
@@ -355,15 +354,7 @@ impl EvmChecker {
 
         // 4: everything on-chain, in one round trip.
         let chain = self
-            .read_chain(
-                ctx,
-                chain_id,
-                asset,
-                &message,
-                &inner,
-                digest,
-                factory_call,
-            )
+            .read_chain(ctx, chain_id, asset, &message, &inner, digest, factory_call)
             .await?;
 
         // 5–6: signature, routed by the code at `from` (no ECDSA fallback for contracts).
@@ -460,7 +451,9 @@ impl EvmChecker {
             return if valid {
                 SigCheck::Valid("eip1271 signature")
             } else {
-                bad(format!("the wallet at {from} rejected the signature (EIP-1271)"))
+                bad(format!(
+                    "the wallet at {from} rejected the signature (EIP-1271)"
+                ))
             };
         }
         if let SignatureForm::Wrapped(w) = form {
@@ -513,7 +506,9 @@ impl EvmChecker {
         calls.push((asset, simulation));
         calls.push((
             asset,
-            IEip3009Token::balanceOfCall { account: from }.abi_encode().into(),
+            IEip3009Token::balanceOfCall { account: from }
+                .abi_encode()
+                .into(),
         ));
         calls.push((
             asset,
@@ -600,7 +595,9 @@ impl EvmChecker {
                 ))
             })?;
             if results.len() != calls.len() {
-                return Err(ChainError::Rpc("Multicall3 returned the wrong count".into()));
+                return Err(ChainError::Rpc(
+                    "Multicall3 returned the wrong count".into(),
+                ));
             }
             results
                 .into_iter()

@@ -136,8 +136,10 @@ impl RpcClient {
 /// messages that reach logs and evidence.
 fn redact(url: &str) -> String {
     match reqwest::Url::parse(url) {
-        Ok(u) => format!("{}://{}", u.scheme(), u.host_str().unwrap_or("?"))
-            + &u.port().map(|p| format!(":{p}")).unwrap_or_default(),
+        Ok(u) => {
+            format!("{}://{}", u.scheme(), u.host_str().unwrap_or("?"))
+                + &u.port().map(|p| format!(":{p}")).unwrap_or_default()
+        }
         Err(_) => "<invalid url>".into(),
     }
 }

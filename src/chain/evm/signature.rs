@@ -262,7 +262,8 @@ mod tests {
     fn erc6492_wrapper_round_trips_and_garbage_is_malformed() {
         let factory = address!("1111111111111111111111111111111111111111");
         let inner = Bytes::from(vec![7u8; 65]);
-        let mut wrapped = (factory, Bytes::from(vec![1u8, 2, 3]), inner.clone()).abi_encode_params();
+        let mut wrapped =
+            (factory, Bytes::from(vec![1u8, 2, 3]), inner.clone()).abi_encode_params();
         wrapped.extend_from_slice(ERC6492_MAGIC.as_slice());
         match classify(&Bytes::from(wrapped)) {
             SignatureForm::Wrapped(w) => {
