@@ -445,3 +445,60 @@ async fn unconfigured_chain_is_an_error_not_an_approval() {
         .await;
     assert!(matches!(r, Err(ChainError::NotConfigured(_))), "{r:?}");
 }
+
+#[tokio::test]
+async fn token_without_eip3009_is_diagnosed() {
+    let (anvil, checker, now) = setup().await;
+    // The factory has code but no authorizationState: the simulation fails and the diagnosis
+    // says the asset does not support EIP-3009.
+    let mut pay = Pay::new(&anvil, now, signer(0));
+    pay.asset = anvil.factory;
+    assert_denied(
+        &check(&checker, &pay.build(), now).await,
+        ReasonCode::EvmEip3009NotSupported,
+    );
+}
+
+#[tokio::test]
+async fn a_hanging_endpoint_times_out_and_fails_closed() {
+    let (anvil, _, now) = setup().await;
+    // Accepts connections (kernel backlog) but never answers.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let url = format!("http://{}", silent.local_addr().expect("addr"));
+    let mut chains = config(vec![url], true);
+    if let Some(c) = chains.get_mut("eip155:31337") {
+        c.rpc_timeout_ms = Some(300);
+    }
+    let checker = EvmChecker::new(&chains).expect("checker");
+    let started = std::time::Instant::now();
+    let r = checker
+        .check(&Pay::new(&anvil, now, signer(0)).build(), Gate::Verify, now)
+        .await;
+    assert!(
+        matches!(&r, Err(ChainError::Rpc(m)) if m.contains("timed out")),
+        "{r:?}"
+    );
+    assert!(started.elapsed() < std::time::Duration::from_secs(3));
+}
+
+#[tokio::test]
+async fn second_check_uses_cached_token_facts() {
+    let (anvil, checker, now) = setup().await;
+    let first = Pay::new(&anvil, now, signer(0));
+    assert_eq!(
+        check(&checker, &first.build(), now).await.outcome,
+        Outcome::Allow
+    );
+    // Same token, cached name/version/code: still one round trip, and a wrong domain name
+    // is still diagnosed from the cached name.
+    let mut wrong = Pay::new(&anvil, now, signer(0));
+    wrong.nonce = B256::repeat_byte(0x22);
+    wrong.sign_name = "USD Coin".into();
+    wrong.extra_name = "USD Coin".into();
+    let before = checker.rpc_round_trips();
+    assert_denied(
+        &check(&checker, &wrong.build(), now).await,
+        ReasonCode::EvmTokenNameMismatch,
+    );
+    assert_eq!(checker.rpc_round_trips() - before, 1);
+}

@@ -457,7 +457,16 @@ impl EvmChecker {
             };
         }
         if let SignatureForm::Wrapped(w) = form {
-            return if ctx.allowed_factories.contains(&w.factory) {
+            return if ctx.allowed_factories.contains(&w.factory) && !ctx.multicall3 {
+                // The deployment and the transfer must be simulated in one state context,
+                // which needs Multicall3.
+                SigCheck::Deny(Reason::new(
+                    ReasonCode::EvmUndeployedSmartWallet,
+                    format!(
+                        "{from} is not deployed and this chain has no Multicall3 to simulate its deployment"
+                    ),
+                ))
+            } else if ctx.allowed_factories.contains(&w.factory) {
                 SigCheck::Counterfactual
             } else {
                 SigCheck::Deny(Reason::new(
@@ -556,8 +565,8 @@ impl EvmChecker {
             ));
         } else {
             // Without Multicall3 the calls still share one HTTP request (a JSON-RPC batch), but
-            // a factory call cannot share state with the simulation; the signature step has
-            // already refused that case unless the wallet exists.
+            // a factory call cannot share state with the simulation, so it is left out; the
+            // signature step refuses counterfactual wallets on such chains.
             for (target, data) in calls.iter().skip(base) {
                 rpc_calls.push((
                     "eth_call",
