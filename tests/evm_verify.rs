@@ -418,6 +418,16 @@ async fn erc6492_needs_an_allowlisted_factory() {
     let open = EvmChecker::new(&chains).expect("checker");
     let v = check(&open, &payment, now).await;
     assert_eq!(v.outcome, Outcome::Allow, "{v:?}");
+
+    // Without Multicall3 the deployment cannot be simulated with the transfer.
+    if let Some(c) = chains.get_mut("eip155:31337") {
+        c.multicall3 = Some(false);
+    }
+    let no_multicall = EvmChecker::new(&chains).expect("checker");
+    assert_denied(
+        &check(&no_multicall, &payment, now).await,
+        ReasonCode::EvmUndeployedSmartWallet,
+    );
 }
 
 #[tokio::test]

@@ -812,3 +812,66 @@ impl ChainChecker for EvmChecker {
         self.check_eip3009(payment, now_secs).await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn chains(toml_text: &str) -> BTreeMap<String, ChainConfig> {
+        toml::from_str(toml_text).expect("config parses")
+    }
+
+    #[test]
+    fn config_defaults_and_extensions() {
+        let cfg = chains(
+            r#"
+            ["eip155:8453"]
+            ["eip155:31337"]
+            rpc_urls = ["http://127.0.0.1:8545"]
+            eip6492_allowed_factories = ["0x1111111111111111111111111111111111111111"]
+            [["eip155:31337".assets]]
+            address = "0x2222222222222222222222222222222222222222"
+            name = "Test Dollar"
+            version = "1"
+            decimals = 18
+            ["solana:5eykt4UsFv8P8NJdTREpY1vzqKqZKvdp"]
+            "#,
+        );
+        let checker = EvmChecker::new(&cfg).expect("valid config");
+        let mut ids: Vec<u64> = checker.chain_ids().collect();
+        ids.sort_unstable();
+        assert_eq!(ids, vec![8453, 31337]);
+        let base = checker.chains.get(&8453).expect("base");
+        assert!(base.multicall3, "Base has Multicall3 by default");
+        assert_eq!(base.slack_secs, DEFAULT_VALID_BEFORE_SLACK_SECS);
+        let local = checker.chains.get(&31337).expect("local");
+        assert!(!local.multicall3);
+        assert_eq!(local.allowed_factories.len(), 1);
+        let usdc = address!("833589fCD6eDb6E08f4c7C32D4f71b54bdA02913");
+        assert_eq!(checker.asset_decimals(8453, usdc), Some(6));
+        assert_eq!(
+            checker.known_asset(8453, usdc).map(|a| a.name.as_str()),
+            Some("USD Coin")
+        );
+        let custom = address!("2222222222222222222222222222222222222222");
+        assert_eq!(checker.asset_decimals(31337, custom), Some(18));
+        assert_eq!(checker.asset_decimals(8453, custom), None);
+    }
+
+    #[test]
+    fn bad_config_is_rejected_with_the_offending_value() {
+        let bad_factory = chains(
+            r#"
+            ["eip155:1"]
+            eip6492_allowed_factories = ["not-an-address"]
+            "#,
+        );
+        let err = EvmChecker::new(&bad_factory).expect_err("bad address");
+        assert!(err.to_string().contains("not-an-address"), "{err}");
+        let bad_id = chains(r#"["eip155:base"]"#);
+        assert!(matches!(
+            EvmChecker::new(&bad_id),
+            Err(EvmConfigError::ChainId(_))
+        ));
+    }
+}
