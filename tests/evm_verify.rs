@@ -11,6 +11,7 @@ use alloy::signers::local::PrivateKeySigner;
 use alloy::sol_types::{SolCall, SolValue};
 use gatehouse::chain::evm::EvmChecker;
 use gatehouse::chain::evm::abi::{IEip3009Token, TransferWithAuthorization};
+use gatehouse::chain::evm::settle::{EvmSettler, Reconciled, SettleOutcome};
 use gatehouse::chain::evm::signature::{self, ERC6492_MAGIC};
 use gatehouse::chain::{ChainChecker, ChainConfig, ChainError};
 use gatehouse::clock::{Clock, SystemClock};
@@ -511,4 +512,155 @@ async fn second_check_uses_cached_token_facts() {
         ReasonCode::EvmTokenNameMismatch,
     );
     assert_eq!(checker.rpc_round_trips() - before, 1);
+}
+
+async fn balance_of(anvil: &Anvil, who: Address) -> U256 {
+    let data = IEip3009Token::balanceOfCall { account: who }.abi_encode();
+    let out = anvil
+        .rpc(
+            "eth_call",
+            serde_json::json!([{"to": anvil.usdc, "data": Bytes::from(data)}, "latest"]),
+        )
+        .await;
+    let raw: Bytes = out.as_str().expect("hex").parse().expect("hex");
+    IEip3009Token::balanceOfCall::abi_decode_returns(&raw).expect("uint")
+}
+
+fn settler(anvil: &Anvil) -> EvmSettler {
+    EvmSettler::new(
+        &config(vec![anvil.url.clone()], true),
+        signer(3),
+        std::time::Duration::from_secs(10),
+    )
+    .expect("settler")
+}
+
+#[tokio::test]
+async fn local_settlement_moves_funds_once_and_reconciles() {
+    let (anvil, checker, now) = setup().await;
+    let settler = settler(&anvil);
+    let pay = Pay::new(&anvil, now, signer(0)).build();
+    let before = balance_of(&anvil, PAY_TO).await;
+
+    let SettleOutcome::Settled { tx } = settler.settle(&pay).await.expect("settle ran") else {
+        panic!("not settled");
+    };
+    assert_eq!(
+        balance_of(&anvil, PAY_TO).await - before,
+        U256::from(AMOUNT)
+    );
+    assert_eq!(
+        settler
+            .reconcile(&pay, Some(tx), now)
+            .await
+            .expect("reconcile"),
+        Reconciled::Settled { tx: Some(tx) }
+    );
+    assert_eq!(
+        settler.reconcile(&pay, None, now).await.expect("reconcile"),
+        Reconciled::Settled { tx: None }
+    );
+
+    // A second settle of the same authorization fails in estimation: nothing broadcast.
+    match settler.settle(&pay).await.expect("settle ran") {
+        SettleOutcome::Failed { reason, tx: None } => {
+            assert_eq!(reason.code, ReasonCode::EvmNonceAlreadyUsed, "{reason:?}")
+        }
+        other => panic!("second settle: {other:?}"),
+    }
+    assert_eq!(
+        balance_of(&anvil, PAY_TO).await - before,
+        U256::from(AMOUNT)
+    );
+    assert_denied(
+        &check(&checker, &pay, now).await,
+        ReasonCode::EvmNonceAlreadyUsed,
+    );
+}
+
+#[tokio::test]
+async fn unsettled_payments_reconcile_as_not_settled() {
+    let (anvil, _, now) = setup().await;
+    let settler = settler(&anvil);
+    let pay = Pay::new(&anvil, now, signer(0));
+    let payment = pay.build();
+    assert_eq!(
+        settler
+            .reconcile(&payment, None, now)
+            .await
+            .expect("reconcile"),
+        Reconciled::NotSettled { expired: false }
+    );
+    assert_eq!(
+        settler
+            .reconcile(&payment, None, pay.valid_before)
+            .await
+            .expect("reconcile"),
+        Reconciled::NotSettled { expired: true }
+    );
+}
+
+#[tokio::test]
+async fn concurrent_settlements_from_one_key_all_land() {
+    let (anvil, _, now) = setup().await;
+    let settler = settler(&anvil);
+    let payments: Vec<Payment> = (0u8..4)
+        .map(|i| {
+            let mut p = Pay::new(&anvil, now, signer(0));
+            p.nonce = B256::repeat_byte(0x40 + i);
+            p.build()
+        })
+        .collect();
+    let before = balance_of(&anvil, PAY_TO).await;
+    let outcomes = futures_join_all(payments.iter().map(|p| settler.settle(p))).await;
+    for o in &outcomes {
+        assert!(matches!(o, Ok(SettleOutcome::Settled { .. })), "{o:?}");
+    }
+    assert_eq!(
+        balance_of(&anvil, PAY_TO).await - before,
+        U256::from(AMOUNT * 4)
+    );
+}
+
+#[tokio::test]
+async fn settle_with_rpc_down_sends_nothing() {
+    let (anvil, _, now) = setup().await;
+    let dead = format!("http://127.0.0.1:{}", free_port());
+    let settler = EvmSettler::new(
+        &config(vec![dead], true),
+        signer(3),
+        std::time::Duration::from_secs(1),
+    )
+    .expect("settler");
+    let r = settler
+        .settle(&Pay::new(&anvil, now, signer(0)).build())
+        .await;
+    assert!(matches!(r, Err(ChainError::Rpc(_))), "{r:?}");
+}
+
+/// Runs futures concurrently on this task (no extra dependency for `join_all`).
+async fn futures_join_all<F: std::future::Future>(futs: impl Iterator<Item = F>) -> Vec<F::Output> {
+    let mut set = Vec::new();
+    for f in futs {
+        set.push(Box::pin(f));
+    }
+    let mut out: Vec<Option<F::Output>> = set.iter().map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut pending = false;
+        for (f, slot) in set.iter_mut().zip(out.iter_mut()) {
+            if slot.is_none() {
+                match f.as_mut().poll(cx) {
+                    std::task::Poll::Ready(v) => *slot = Some(v),
+                    std::task::Poll::Pending => pending = true,
+                }
+            }
+        }
+        if pending {
+            std::task::Poll::Pending
+        } else {
+            std::task::Poll::Ready(())
+        }
+    })
+    .await;
+    out.into_iter().flatten().collect()
 }

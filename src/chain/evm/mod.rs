@@ -10,6 +10,7 @@
 pub mod abi;
 pub mod assets;
 pub mod rpc;
+pub mod settle;
 pub mod signature;
 
 use std::collections::{BTreeMap, HashMap};
