@@ -198,8 +198,11 @@ impl EvmSettler {
             .await;
         match sent {
             Ok(answers) => {
-                if let Some(Err(e)) = answers.first() {
-                    // The node refused the transaction outright: the nonce was not used.
+                if let Some(Err(e)) = answers.first()
+                    && !e.message.to_ascii_lowercase().contains("already known")
+                {
+                    // The node refused the transaction outright: the nonce was not used. ("already
+                    // known" means it is in the pool after all; wait for it below.)
                     *next = None;
                     return Ok(SettleOutcome::Failed {
                         reason: Reason::new(map_revert(&e.message), e.message.clone()),
