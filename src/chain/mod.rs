@@ -9,6 +9,8 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
+pub mod evm;
+
 use crate::protocol::{ChainFamily, Network, Payment};
 use crate::verdict::{Gate, Reason, ReasonCode, Step, Verdict};
 
@@ -23,6 +25,40 @@ pub struct ChainConfig {
     /// says so); for networks Gatehouse cannot verify itself. Default: true.
     #[serde(default = "default_true")]
     pub onchain_checks: bool,
+    /// EVM: whether Multicall3 (`0xcA11…CA11`) is deployed, so reads and the simulation go in
+    /// one `eth_call`. Default: true for Base and Base Sepolia, false otherwise.
+    #[serde(default)]
+    pub multicall3: Option<bool>,
+    /// EVM: tokens known on this chain, in addition to the built-in table (spec §3.11).
+    #[serde(default)]
+    pub assets: Vec<AssetConfig>,
+    /// EVM: ERC-6492 factories whose counterfactual wallets are accepted. Default: none.
+    #[serde(default)]
+    pub eip6492_allowed_factories: Vec<String>,
+    /// EVM: how far `validBefore` may lie beyond `now + maxTimeoutSeconds`. Default: 60 s.
+    #[serde(default)]
+    pub valid_before_slack_secs: Option<u64>,
+    /// Timeout of one RPC request, per endpoint. Default: 5000 ms.
+    #[serde(default)]
+    pub rpc_timeout_ms: Option<u64>,
+    /// EVM: the `from` of simulation calls (the facilitator's address); `transferWithAuthorization`
+    /// does not depend on the caller. Default: the zero address.
+    #[serde(default)]
+    pub simulation_from: Option<String>,
+}
+
+/// A token known on one chain: its EIP-712 domain values and decimals.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AssetConfig {
+    /// Token contract address (hex).
+    pub address: String,
+    /// EIP-712 domain `name`.
+    pub name: String,
+    /// EIP-712 domain `version`.
+    pub version: String,
+    /// Token decimals.
+    pub decimals: u8,
 }
 
 fn default_true() -> bool {

@@ -24,6 +24,7 @@ use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
 use crate::chain::ChainCheckers;
+use crate::chain::evm::EvmChecker;
 use crate::clock::{SharedClock, SystemClock};
 use crate::config::Config;
 use crate::pipeline::Pipeline;
@@ -77,7 +78,8 @@ pub async fn build_state(config: Config, clock: SharedClock) -> Result<AppState,
 }
 
 fn chain_checkers(config: &Config) -> Result<ChainCheckers, StartError> {
-    Ok(ChainCheckers::new(&config.chains))
+    let evm = EvmChecker::new(&config.chains).map_err(|e| StartError::Chain(e.to_string()))?;
+    Ok(ChainCheckers::new(&config.chains).with_evm(Arc::new(evm)))
 }
 
 /// The router with every route and edge layer.
