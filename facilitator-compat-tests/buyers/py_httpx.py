@@ -50,6 +50,9 @@ def describe(http: x402HTTPClient, res: httpx.Response) -> dict:
             reason = http.get_payment_required_response(res.headers.get, body).error
         except Exception as e:  # noqa: BLE001
             reason = f"unparseable 402: {e}"
+        # A 402 after a failed settle carries its reason in the decoded PAYMENT-RESPONSE instead.
+        if (not reason or reason.startswith("unparseable")) and settle and settle.get("errorReason"):
+            reason = settle["errorReason"]
     return {"status": res.status_code, "settle": settle, "reason": reason, "body": body}
 
 

@@ -46,6 +46,8 @@ async function describe(res) {
     } catch (e) {
       reason = `unparseable 402: ${e.message || e}`;
     }
+    // A 402 after a failed settle carries its reason in the decoded PAYMENT-RESPONSE instead.
+    if ((!reason || reason.startsWith("unparseable")) && settle && settle.errorReason) reason = settle.errorReason;
   }
   return { status: res.status, settle, reason, body };
 }
