@@ -366,9 +366,9 @@ async function startGatehouse(bin, refUrl, rpcUrl) {
 
 function versions() {
   const v = {};
-  for (const p of ["@x402/core", "@x402/evm", "@x402/express", "@x402/fetch", "x402-express", "x402-fetch", "express", "viem"]) {
+  for (const p of ["@x402/core", "@x402/evm", "@x402/express", "@x402/fetch", "x402-express", "x402-fetch", "x402", "express", "viem"]) {
     try {
-      v[p] = JSON.parse(fs.readFileSync(path.join(HERE, "node_modules", p, "package.json"), "utf8")).version;
+      v[p === "x402" ? "x402 (npm, legacy core of x402-express/x402-fetch)" : p] = JSON.parse(fs.readFileSync(path.join(HERE, "node_modules", p, "package.json"), "utf8")).version;
     } catch {
       v[p] = "?";
     }

@@ -1,4 +1,5 @@
-"""Buyer using the Python `x402` client over httpx (x402HttpxClient).
+"""Buyer using the Python `x402` client over httpx (its x402AsyncTransport, which is what
+x402HttpxClient installs, wrapped around a recording transport).
 
 Env: SELLER_URL, BUYER_PRIVATE_KEY, ASSET, AMOUNT, MODE=pay|replay. Prints `RESULT {json}` in the same shape as
 the JS buyers: status, decoded settle response, the refusal reason the SDK parsed, and in replay
@@ -13,7 +14,7 @@ import httpx
 from eth_account import Account
 from x402 import x402Client
 from x402.http import x402HTTPClient
-from x402.http.clients import x402HttpxClient
+from x402.http.clients.httpx import x402AsyncTransport
 from x402.mechanisms.evm import EthAccountSigner
 from x402.mechanisms.evm.exact import register_exact_evm_client
 
@@ -72,8 +73,6 @@ async def main() -> None:
     )
     http = x402HTTPClient(client)
     rec = RecordingTransport()
-    from x402.http.clients.httpx import x402AsyncTransport
-
     out: dict = {"buyer": "x402 (python, httpx)"}
     try:
         async with httpx.AsyncClient(transport=x402AsyncTransport(client, rec), timeout=90) as c:
