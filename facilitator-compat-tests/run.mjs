@@ -1,0 +1,540 @@
+// Compatibility harness: drives the published x402 reference SDKs (sellers and buyers) against a
+// local anvil chain, first straight at the reference facilitator (proving the harness itself),
+// then — when GATEHOUSE_BIN is set — with Gatehouse between the sellers and that facilitator.
+//
+// For every compatible seller×buyer pair it checks three scenarios:
+//   paid     200 + decodable (X-)PAYMENT-RESPONSE {success, tx hash}, tx mined, token moved,
+//            and (through Gatehouse) evidence rows for the verify and the settle;
+//   refused  an unfunded buyer gets a normal 402 whose reason the SDK parses, no token moves,
+//            and the upstream facilitator's /settle is never called;
+//   replay   the identical paid request re-sent after a "lost" response does not pay twice.
+//
+// Prints one line per row and finally exactly `N passed, N failed`; exits non-zero on any
+// failure; writes RESULTS.md. Every child listens on 127.0.0.1 and is killed on exit.
+
+import { spawn, execFileSync } from "node:child_process";
+import fs from "node:fs";
+import net from "node:net";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+import { createPublicClient, createWalletClient, defineChain, http } from "viem";
+import { generatePrivateKey, privateKeyToAccount } from "viem/accounts";
+
+const HERE = path.dirname(fileURLToPath(import.meta.url));
+const REPO = path.resolve(HERE, "..");
+const RUN_DIR = path.join(HERE, ".run");
+const PY = path.join(HERE, ".venv", "bin", "python");
+const MULTICALL3 = "0xcA11bde05977b3631167028862bE2a173976CA11";
+const AMOUNT = 10_000n; // 0.01 of a 6-decimals token
+const TOKEN_NAME = "USDC";
+const TOKEN_VERSION = "2";
+
+// anvil's default dev keys (public test mnemonic): #0 deploys/mints, #1 buys, #5 sells, #9 settles.
+const KEYS = {
+  deployer: "0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80",
+  buyer: "0x59c6995e998f97a5a0044966f0945389dc9e86dae88c7a8412f4603b6b78690d",
+  payTo: "0x8b3a350cf5c34c9194ca85829a2df0ec3153be0318b5e2d3348e872092edffba",
+  facilitator: "0x2a871d0798f97d79848a013d4936a73bf4cc922c825d33c1cf7073dff6d409c6",
+};
+
+// ---------------------------------------------------------------------------------------------
+// Process management: everything we start is tracked and killed on every exit path.
+
+const children = new Set();
+function killAll() {
+  for (const c of children) {
+    try {
+      c.kill("SIGKILL");
+    } catch {
+      /* already gone */
+    }
+  }
+  children.clear();
+}
+process.on("exit", killAll);
+for (const sig of ["SIGINT", "SIGTERM"]) {
+  process.on(sig, () => {
+    killAll();
+    process.exit(130);
+  });
+}
+
+function start(name, cmd, args, env = {}) {
+  fs.mkdirSync(RUN_DIR, { recursive: true });
+  const log = fs.openSync(path.join(RUN_DIR, `${name}.log`), "w");
+  const child = spawn(cmd, args, { cwd: HERE, env: { ...process.env, ...env }, stdio: ["ignore", log, log] });
+  child.name = name;
+  children.add(child);
+  child.on("exit", () => children.delete(child));
+  return child;
+}
+
+function stop(child) {
+  if (!child) return;
+  try {
+    child.kill("SIGKILL");
+  } catch {
+    /* already gone */
+  }
+  children.delete(child);
+}
+
+function freePort() {
+  return new Promise((resolve, reject) => {
+    const s = net.createServer();
+    s.on("error", reject);
+    s.listen(0, "127.0.0.1", () => {
+      const { port } = s.address();
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+async function waitHttp(url, child, timeoutMs = 60_000) {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    if (child && child.exitCode !== null) throw new Error(`${child.name} exited (${child.exitCode}); see .run/${child.name}.log`);
+    try {
+      const r = await fetch(url, { signal: AbortSignal.timeout(2000) });
+      if (r.status < 500) return;
+    } catch {
+      /* not up yet */
+    }
+    await sleep(200);
+  }
+  throw new Error(`timed out waiting for ${url}${child ? ` (${child.name}; see .run/${child.name}.log)` : ""}`);
+}
+
+async function waitRpc(url, child, timeoutMs = 30_000) {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    if (child.exitCode !== null) throw new Error(`anvil exited (${child.exitCode}); see .run/anvil.log`);
+    try {
+      const r = await fetch(url, {
+        method: "POST",
+        headers: { "content-type": "application/json" },
+        body: JSON.stringify({ jsonrpc: "2.0", id: 1, method: "eth_chainId", params: [] }),
+        signal: AbortSignal.timeout(2000),
+      });
+      if (r.ok) return;
+    } catch {
+      /* not up yet */
+    }
+    await sleep(200);
+  }
+  throw new Error("timed out waiting for anvil");
+}
+
+/** Runs a buyer to completion (bounded) and returns its RESULT json. */
+function runBuyer(buyer, env, timeoutMs = 120_000) {
+  return new Promise((resolve) => {
+    const [cmd, args] = buyer.cmd();
+    const child = spawn(cmd, args, { cwd: HERE, env: { ...process.env, ...env }, stdio: ["ignore", "pipe", "pipe"] });
+    children.add(child);
+    let out = "";
+    let err = "";
+    child.stdout.on("data", (d) => (out += d));
+    child.stderr.on("data", (d) => (err += d));
+    const timer = setTimeout(() => child.kill("SIGKILL"), timeoutMs);
+    child.on("exit", (code) => {
+      clearTimeout(timer);
+      children.delete(child);
+      const line = out.split("\n").find((l) => l.startsWith("RESULT "));
+      if (!line) return resolve({ error: `buyer exited ${code} without RESULT: ${(err || out).slice(-800)}` });
+      try {
+        resolve(JSON.parse(line.slice(7)));
+      } catch (e) {
+        resolve({ error: `bad RESULT json: ${e.message}` });
+      }
+    });
+  });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Chain setup.
+
+function locateAnvil() {
+  if (process.env.ANVIL_BIN) return process.env.ANVIL_BIN;
+  const installer = path.join(REPO, "scripts", "install-anvil.sh");
+  if (!fs.existsSync(installer)) throw new Error("set ANVIL_BIN or provide scripts/install-anvil.sh");
+  const out = execFileSync("bash", [installer], { encoding: "utf8", timeout: 300_000, stdio: ["ignore", "pipe", "inherit"] });
+  return out.trim().split("\n").pop();
+}
+
+function locateArtifact(name) {
+  const dir = process.env.CONTRACTS_OUT || path.join(REPO, "contracts", "out");
+  const p = path.join(dir, `${name}.json`);
+  if (!fs.existsSync(p)) throw new Error(`missing contract artifact ${p} (set CONTRACTS_OUT)`);
+  return JSON.parse(fs.readFileSync(p, "utf8"));
+}
+
+function hex(b) {
+  return b.startsWith("0x") ? b : `0x${b}`;
+}
+
+async function setupChain(rpcUrl) {
+  const chain = defineChain({
+    id: 84532,
+    name: "anvil",
+    nativeCurrency: { name: "Ether", symbol: "ETH", decimals: 18 },
+    rpcUrls: { default: { http: [rpcUrl] } },
+  });
+  const pub = createPublicClient({ chain, transport: http(rpcUrl) });
+  const deployer = createWalletClient({ account: privateKeyToAccount(KEYS.deployer), chain, transport: http(rpcUrl) });
+  const token = locateArtifact("TestUSDC");
+  const hash = await deployer.deployContract({ abi: token.abi, bytecode: hex(token.bytecode), args: [TOKEN_NAME, TOKEN_VERSION] });
+  const receipt = await pub.waitForTransactionReceipt({ hash, timeout: 30_000 });
+  const asset = receipt.contractAddress;
+  const buyer = privateKeyToAccount(KEYS.buyer).address;
+  const mint = await deployer.writeContract({ address: asset, abi: token.abi, functionName: "mint", args: [buyer, 1_000_000_000n] });
+  await pub.waitForTransactionReceipt({ hash: mint, timeout: 30_000 });
+  // The reference facilitator diagnoses failed simulations through Multicall3, which a fresh
+  // anvil lacks; install the project's aggregate3-compatible test multicall at that address.
+  try {
+    const mc = locateArtifact("TestMulticall");
+    await pub.request({ method: "anvil_setCode", params: [MULTICALL3, hex(mc.deployedBytecode)] });
+  } catch (e) {
+    console.log(`note: no Multicall3 installed (${e.message})`);
+  }
+  const balanceOf = (address) => pub.readContract({ address: asset, abi: token.abi, functionName: "balanceOf", args: [address] });
+  return { pub, asset, balanceOf };
+}
+
+// ---------------------------------------------------------------------------------------------
+// SDK matrix.
+
+const SELLERS = [
+  { id: "v2-express", pkg: "@x402/express", versions: [2], cmd: () => ["node", ["sellers/v2-express.mjs"]] },
+  { id: "v1-express", pkg: "x402-express", versions: [1], cmd: () => ["node", ["sellers/v1-express.mjs"]] },
+  { id: "py-fastapi", pkg: "x402 (python, FastAPI)", versions: [2], cmd: () => [PY, ["sellers/py_fastapi.py"]] },
+];
+const BUYERS = [
+  { id: "v2-fetch", pkg: "@x402/fetch", versions: [1, 2], cmd: () => ["node", ["buyers/v2-fetch.mjs"]] },
+  { id: "v1-fetch", pkg: "x402-fetch", versions: [1], cmd: () => ["node", ["buyers/v1-fetch.mjs"]] },
+  { id: "py-httpx", pkg: "x402 (python, httpx)", versions: [1, 2], cmd: () => [PY, ["buyers/py_httpx.py"]] },
+];
+
+// ---------------------------------------------------------------------------------------------
+// Evidence (Gatehouse's SQLite `evidence` table), read with python3's sqlite3.
+
+function evidenceSince(dbPath, seq) {
+  const code = `
+import json, sqlite3, sys
+con = sqlite3.connect(sys.argv[1])
+rows = con.execute("select seq, kind, decision, fingerprint from evidence where seq > ? order by seq", (int(sys.argv[2]),)).fetchall()
+print(json.dumps([[r[0], str(r[1]), str(r[2]), str(r[3])] for r in rows]))
+`;
+  const out = execFileSync("python3", ["-c", code, dbPath, String(seq)], { encoding: "utf8", timeout: 20_000 });
+  return JSON.parse(out).map(([s, kind, decision, fingerprint]) => ({ seq: s, kind, decision, fingerprint }));
+}
+
+function maxEvidenceSeq(dbPath) {
+  const rows = evidenceSince(dbPath, -1);
+  return rows.length ? rows[rows.length - 1].seq : 0;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Scenario checks. Each returns a list of failure strings (empty = pass).
+
+const TX = /^0x[0-9a-fA-F]{64}$/;
+
+async function upstreamCalls(refUrl) {
+  const r = await fetch(`${refUrl}/__calls`, { signal: AbortSignal.timeout(5000) });
+  return r.json();
+}
+
+async function scenario(kind, ctx, seller, buyer) {
+  const { chain, refUrl, sellerUrl, gatehouseDb } = ctx;
+  const fails = [];
+  const buyerKey = kind === "refused" ? generatePrivateKey() : KEYS.buyer;
+  const buyerAddr = privateKeyToAccount(buyerKey).address;
+  const payTo = privateKeyToAccount(KEYS.payTo).address;
+  const before = { buyer: await chain.balanceOf(buyerAddr), payTo: await chain.balanceOf(payTo) };
+  const callsBefore = (await upstreamCalls(refUrl)).length;
+  const evBefore = gatehouseDb ? maxEvidenceSeq(gatehouseDb) : 0;
+
+  const res = await runBuyer(buyer, {
+    SELLER_URL: `${sellerUrl}/paid`,
+    BUYER_PRIVATE_KEY: buyerKey,
+    ASSET: chain.asset,
+    AMOUNT: String(AMOUNT),
+    MODE: kind === "replay" ? "replay" : "pay",
+  });
+  await sleep(300);
+  const after = { buyer: await chain.balanceOf(buyerAddr), payTo: await chain.balanceOf(payTo) };
+  const newCalls = (await upstreamCalls(refUrl)).slice(callsBefore);
+  const settles = newCalls.filter((c) => c.endpoint === "settle");
+  const detail = {};
+  if (res.error) fails.push(`buyer error: ${res.error}`);
+
+  if (kind === "paid" || kind === "replay") {
+    if (res.status !== 200) fails.push(`status ${res.status} (reason ${res.reason ?? "-"})`);
+    const s = res.settle;
+    if (!s || s.success !== true) fails.push(`settle response not success: ${JSON.stringify(s)}`);
+    else if (!TX.test(String(s.transaction))) fails.push(`no tx hash: ${s.transaction}`);
+    else {
+      detail.tx = s.transaction;
+      const rc = await chain.pub.getTransactionReceipt({ hash: s.transaction }).catch(() => null);
+      if (!rc || rc.status !== "success") fails.push(`tx ${s.transaction} not mined successfully`);
+    }
+    if (after.payTo - before.payTo !== AMOUNT) fails.push(`payTo moved ${after.payTo - before.payTo}, want ${AMOUNT}`);
+    if (before.buyer - after.buyer !== AMOUNT) fails.push(`buyer moved ${before.buyer - after.buyer}, want ${AMOUNT}`);
+    if (kind === "replay") {
+      const r2 = res.replay;
+      if (!r2) fails.push("no replay was made");
+      else {
+        detail.replay = `${r2.status}${r2.reason ? ` ${r2.reason}` : ""}`;
+        // A retried identical payment may be answered 200 (idempotent replay of the same
+        // settlement) or 402; it must never produce a second, different settlement.
+        if (r2.status === 200) {
+          if (!r2.settle || r2.settle.transaction !== s?.transaction)
+            fails.push(`replay answered 200 with a different settlement: ${JSON.stringify(r2.settle)}`);
+        } else if (r2.status !== 402) fails.push(`replay answered ${r2.status}`);
+      }
+      const ok = settles.filter((c) => c.result && c.result.success === true);
+      if (ok.length > 1) fails.push(`upstream settled ${ok.length} times`);
+    }
+    if (gatehouseDb) {
+      const ev = evidenceSince(gatehouseDb, evBefore);
+      detail.evidence = ev.map((e) => `${e.kind}:${e.decision}`).join(",");
+      if (!ev.some((e) => /verify/i.test(e.kind))) fails.push(`no verify evidence (got ${detail.evidence || "none"})`);
+      if (!ev.some((e) => /settle/i.test(e.kind))) fails.push(`no settle evidence (got ${detail.evidence || "none"})`);
+    }
+  } else {
+    if (res.status !== 402) fails.push(`status ${res.status}, want 402`);
+    if (typeof res.reason !== "string" || !res.reason || res.reason.startsWith("unparseable"))
+      fails.push(`no SDK-parsed reason: ${JSON.stringify(res.reason)}`);
+    detail.reason = res.reason;
+    if (res.settle && res.settle.success) fails.push("refused payment reported success");
+    if (after.payTo !== before.payTo || after.buyer !== before.buyer) fails.push("token balance moved");
+    if (settles.length) fails.push(`upstream /settle was called ${settles.length}x`);
+    if (gatehouseDb) {
+      const ev = evidenceSince(gatehouseDb, evBefore);
+      detail.evidence = ev.map((e) => `${e.kind}:${e.decision}`).join(",");
+      if (!ev.length) fails.push("no evidence recorded for the refusal");
+    }
+  }
+  return { kind, fails, detail };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Orchestration.
+
+async function startSeller(seller, facilitatorUrl, asset) {
+  const port = await freePort();
+  const child = start(`seller-${seller.id}`, ...seller.cmd(), {
+    FACILITATOR_URL: facilitatorUrl,
+    PORT: String(port),
+    PAY_TO: privateKeyToAccount(KEYS.payTo).address,
+    ASSET: asset,
+    TOKEN_NAME,
+    TOKEN_VERSION,
+    AMOUNT: String(AMOUNT),
+  });
+  const url = `http://127.0.0.1:${port}`;
+  await waitHttp(`${url}/health`, child, 60_000);
+  return { child, url };
+}
+
+async function startGatehouse(bin, refUrl, rpcUrl) {
+  const port = await freePort();
+  const dir = path.join(RUN_DIR, "gatehouse");
+  fs.rmSync(dir, { recursive: true, force: true });
+  fs.mkdirSync(dir, { recursive: true });
+  const db = path.join(dir, "gatehouse.db");
+  fs.writeFileSync(db, ""); // an empty file is a valid empty SQLite database
+  const cfg = path.join(dir, "gatehouse.toml");
+  fs.writeFileSync(
+    cfg,
+    [
+      `listen = "127.0.0.1:${port}"`,
+      `database_url = "sqlite://${db}"`,
+      "[upstream]",
+      `url = "${refUrl}"`,
+      '[chains."eip155:84532"]',
+      `rpc_urls = ["${rpcUrl}"]`,
+      "",
+    ].join("\n"),
+  );
+  const child = start("gatehouse", bin, ["--config", cfg, "serve"], { RUST_LOG: process.env.RUST_LOG || "info" });
+  const url = `http://127.0.0.1:${port}`;
+  await waitHttp(`${url}/health`, child, 60_000);
+  return { child, url, db };
+}
+
+function versions() {
+  const v = {};
+  for (const p of ["@x402/core", "@x402/evm", "@x402/express", "@x402/fetch", "x402-express", "x402-fetch", "x402", "express", "viem"]) {
+    try {
+      v[p === "x402" ? "x402 (npm, legacy core of x402-express/x402-fetch)" : p] = JSON.parse(fs.readFileSync(path.join(HERE, "node_modules", p, "package.json"), "utf8")).version;
+    } catch {
+      v[p] = "?";
+    }
+  }
+  for (const p of ["x402", "fastapi", "httpx", "uvicorn"]) {
+    try {
+      v[`${p} (PyPI)`] = execFileSync(PY, ["-c", `import importlib.metadata as m; print(m.version("${p}"))`], {
+        encoding: "utf8",
+        timeout: 20_000,
+      }).trim();
+    } catch {
+      v[`${p} (PyPI)`] = "?";
+    }
+  }
+  return v;
+}
+
+function writeResults(rows, vers, anvilVersion, gatehouseNote) {
+  const mark = (sc) => (!sc ? "–" : sc.fails.length ? "FAIL" : "pass");
+  const lines = [
+    "# Facilitator compatibility results",
+    "",
+    "Generated by `facilitator-compat-tests/run.mjs` (do not edit by hand).",
+    "",
+    `Run: ${new Date().toISOString()}. Gatehouse: ${gatehouseNote}.`,
+    "",
+    "Scenarios: **paid** (200, decodable payment response with success and tx hash, tx mined, token moved,",
+    "evidence for verify and settle when through Gatehouse); **refused** (unfunded buyer gets a 402 whose",
+    "reason the SDK parses, nothing moves, upstream `/settle` never called); **replay** (the identical paid",
+    "request re-sent after a lost response does not pay twice).",
+    "",
+    "| path | seller | buyer | paid | refused | replay | row |",
+    "|---|---|---|---|---|---|---|",
+  ];
+  for (const r of rows) {
+    if (r.skipped) {
+      lines.push(`| ${r.mode} | ${r.seller.pkg} | ${r.buyer.pkg} | – | – | – | ${r.skipped} |`);
+      continue;
+    }
+    const [p, f, rp] = ["paid", "refused", "replay"].map((k) => r.scenarios.find((s) => s.kind === k));
+    lines.push(`| ${r.mode} | ${r.seller.pkg} | ${r.buyer.pkg} | ${mark(p)} | ${mark(f)} | ${mark(rp)} | ${r.ok ? "PASS" : "FAIL"} |`);
+  }
+  const failures = rows.filter((r) => !r.skipped && !r.ok);
+  if (failures.length) {
+    lines.push("", "## Failures", "");
+    for (const r of failures)
+      for (const s of r.scenarios)
+        if (s.fails.length) lines.push(`- ${r.mode} ${r.seller.id} × ${r.buyer.id} ${s.kind}: ${s.fails.join("; ")}`);
+  }
+  lines.push("", "## Versions", "", "| package | version |", "|---|---|");
+  for (const [k, v] of Object.entries(vers)) lines.push(`| ${k} | ${v} |`);
+  lines.push(`| anvil | ${anvilVersion} |`, `| node | ${process.version} |`, "");
+  lines.push(
+    "Pairs not listed are incompatible by design: the legacy `x402-fetch` only reads the v1 JSON 402 body,",
+    "so it cannot pay the v2 sellers.",
+    "",
+  );
+  fs.writeFileSync(path.join(HERE, "RESULTS.md"), lines.join("\n"));
+}
+
+async function runMode(mode, facilitatorUrl, ctxBase, rows, filter) {
+  for (const seller of SELLERS) {
+    const pairs = BUYERS.filter((b) => seller.versions.some((v) => b.versions.includes(v)) && filter(seller, b));
+    if (!pairs.length) continue;
+    let s;
+    try {
+      s = await startSeller(seller, facilitatorUrl, ctxBase.chain.asset);
+    } catch (e) {
+      for (const buyer of pairs) {
+        const row = { mode, seller, buyer, ok: false, scenarios: [{ kind: "paid", fails: [`seller failed to start: ${e.message}`], detail: {} }] };
+        rows.push(row);
+        console.log(`FAIL ${mode} ${seller.id} × ${buyer.id}: seller failed to start: ${e.message}`);
+      }
+      continue;
+    }
+    for (const buyer of pairs) {
+      const ctx = { ...ctxBase, sellerUrl: s.url };
+      const scenarios = [];
+      for (const kind of ["paid", "refused", "replay"]) {
+        try {
+          scenarios.push(await scenario(kind, ctx, seller, buyer));
+        } catch (e) {
+          scenarios.push({ kind, fails: [`harness error: ${e.message}`], detail: {} });
+        }
+      }
+      const ok = scenarios.every((x) => !x.fails.length);
+      rows.push({ mode, seller, buyer, ok, scenarios });
+      const summary = scenarios
+        .map((x) => `${x.kind}=${x.fails.length ? "FAIL" : "ok"}${x.detail.reason ? `(${x.detail.reason})` : ""}${x.detail.replay ? `(replay ${x.detail.replay})` : ""}`)
+        .join(" ");
+      console.log(`${ok ? "PASS" : "FAIL"} ${mode} ${seller.id} × ${buyer.id}: ${summary}`);
+      for (const x of scenarios) for (const f of x.fails) console.log(`    ${x.kind}: ${f}`);
+    }
+    stop(s.child);
+  }
+}
+
+async function main() {
+  const only = process.env.ONLY ? new RegExp(process.env.ONLY) : null;
+  const filter = (s, b) => !only || only.test(`${s.id}:${b.id}`);
+  fs.mkdirSync(RUN_DIR, { recursive: true });
+
+  const anvilBin = locateAnvil();
+  const anvilVersion = execFileSync(anvilBin, ["--version"], { encoding: "utf8", timeout: 20_000 }).split("\n")[0].trim();
+  const anvilPort = await freePort();
+  const rpcUrl = `http://127.0.0.1:${anvilPort}`;
+  const anvil = start("anvil", anvilBin, ["--host", "127.0.0.1", "--port", String(anvilPort), "--chain-id", "84532", "--silent"]);
+  await waitRpc(rpcUrl, anvil);
+  const chain = await setupChain(rpcUrl);
+  console.log(`anvil ${rpcUrl}, token ${chain.asset}`);
+
+  const refPort = await freePort();
+  const ref = start("reference-facilitator", "node", ["reference-facilitator.mjs"], {
+    RPC_URL: rpcUrl,
+    FACILITATOR_PRIVATE_KEY: KEYS.facilitator,
+    PORT: String(refPort),
+  });
+  const refUrl = `http://127.0.0.1:${refPort}`;
+  await waitHttp(`${refUrl}/supported`, ref, 60_000);
+
+  const rows = [];
+  await runMode("direct", refUrl, { chain, refUrl, gatehouseDb: null }, rows, filter);
+
+  let gatehouseNote;
+  const bin = process.env.GATEHOUSE_BIN;
+  if (bin) {
+    gatehouseNote = `\`${path.basename(bin)}\` between sellers and the reference facilitator`;
+    let gh = null;
+    try {
+      gh = await startGatehouse(bin, refUrl, rpcUrl);
+    } catch (e) {
+      console.log(`FAIL gatehouse did not start: ${e.message}`);
+      rows.push({ mode: "gatehouse", seller: { id: "-", pkg: "-" }, buyer: { id: "-", pkg: "-" }, ok: false, scenarios: [{ kind: "paid", fails: [`gatehouse did not start: ${e.message}`], detail: {} }] });
+    }
+    if (gh) await runMode("gatehouse", gh.url, { chain, refUrl, gatehouseDb: gh.db }, rows, filter);
+    stop(gh && gh.child);
+  } else {
+    gatehouseNote = "not run (GATEHOUSE_BIN unset)";
+    for (const seller of SELLERS)
+      for (const buyer of BUYERS)
+        if (seller.versions.some((v) => buyer.versions.includes(v)) && filter(seller, buyer))
+          rows.push({ mode: "gatehouse", seller, buyer, skipped: "not run" });
+  }
+
+  writeResults(rows, versions(), anvilVersion, gatehouseNote);
+  const ran = rows.filter((r) => !r.skipped);
+  const passed = ran.filter((r) => r.ok).length;
+  const failed = ran.length - passed;
+  const skipped = rows.length - ran.length;
+  if (skipped) console.log(`${skipped} gatehouse rows not run (GATEHOUSE_BIN unset)`);
+  console.log(`${passed} passed, ${failed} failed`);
+  killAll();
+  process.exit(failed || !ran.length ? 1 : 0);
+}
+
+const overall = setTimeout(() => {
+  console.log("harness timed out after 20 minutes");
+  console.log("0 passed, 1 failed");
+  killAll();
+  process.exit(1);
+}, 20 * 60_000);
+overall.unref();
+
+main().catch((e) => {
+  console.error(e && e.stack ? e.stack : e);
+  console.log("0 passed, 1 failed");
+  killAll();
+  process.exit(1);
+});
