@@ -4,5 +4,7 @@
 
 pub mod chain;
 pub mod clock;
+pub mod evidence;
 pub mod protocol;
+pub mod store;
 pub mod verdict;
