@@ -44,8 +44,15 @@ async fn begin_branches(db: TestDb) {
 
     // No row: acquired, journal says in flight.
     let first = claim("fp-a", Some("pid-a"), "digest-a");
-    assert_eq!(store.begin_settlement(&first).await.expect("begin"), Begin::Acquired);
-    let row = store.settlement(&fp("fp-a")).await.expect("read").expect("row");
+    assert_eq!(
+        store.begin_settlement(&first).await.expect("begin"),
+        Begin::Acquired
+    );
+    let row = store
+        .settlement(&fp("fp-a"))
+        .await
+        .expect("read")
+        .expect("row");
     assert_eq!(row.state, SettlementState::InFlight);
     assert_eq!(row.payment_identifier.as_deref(), Some("pid-a"));
     assert_eq!(row.created_at_ms, 1_000);
@@ -57,29 +64,44 @@ async fn begin_branches(db: TestDb) {
     }
     // Same identifier, different payload: conflict.
     assert_eq!(
-        store.begin_settlement(&claim("fp-a", Some("pid-a"), "digest-b")).await.expect("begin"),
+        store
+            .begin_settlement(&claim("fp-a", Some("pid-a"), "digest-b"))
+            .await
+            .expect("begin"),
         Begin::IdentifierConflict
     );
     // Same fingerprint, no identifier: duplicate.
     assert!(matches!(
-        store.begin_settlement(&claim("fp-a", None, "digest-a")).await.expect("begin"),
+        store
+            .begin_settlement(&claim("fp-a", None, "digest-a"))
+            .await
+            .expect("begin"),
         Begin::Duplicate(_)
     ));
     // Same fingerprint, another identifier: duplicate.
     assert!(matches!(
-        store.begin_settlement(&claim("fp-a", Some("pid-other"), "digest-a")).await.expect("begin"),
+        store
+            .begin_settlement(&claim("fp-a", Some("pid-other"), "digest-a"))
+            .await
+            .expect("begin"),
         Begin::Duplicate(_)
     ));
     // The identifier already names fp-a: a different payment cannot reuse it.
     assert_eq!(
-        store.begin_settlement(&claim("fp-b", Some("pid-a"), "digest-a")).await.expect("begin"),
+        store
+            .begin_settlement(&claim("fp-b", Some("pid-a"), "digest-a"))
+            .await
+            .expect("begin"),
         Begin::IdentifierConflict
     );
     assert!(store.settlement(&fp("fp-b")).await.expect("read").is_none());
 
     // Finish as settled: the same identifier and payload now replays the recorded response.
     store
-        .finish_settlement(&fp("fp-a"), &outcome(SettlementState::Settled, Some("0xtx"), 2_000))
+        .finish_settlement(
+            &fp("fp-a"),
+            &outcome(SettlementState::Settled, Some("0xtx"), 2_000),
+        )
         .await
         .expect("finish");
     match store.begin_settlement(&first).await.expect("begin") {
@@ -101,21 +123,42 @@ async fn begin_branches(db: TestDb) {
 
     // A settled payment cannot be finished again; unknown fingerprints are not found.
     assert!(matches!(
-        store.finish_settlement(&fp("fp-a"), &outcome(SettlementState::Failed, None, 3_000)).await,
-        Err(StoreError::InvalidTransition { from: SettlementState::Settled, to: SettlementState::Failed })
+        store
+            .finish_settlement(&fp("fp-a"), &outcome(SettlementState::Failed, None, 3_000))
+            .await,
+        Err(StoreError::InvalidTransition {
+            from: SettlementState::Settled,
+            to: SettlementState::Failed
+        })
     ));
     assert!(matches!(
-        store.finish_settlement(&fp("fp-none"), &outcome(SettlementState::Settled, None, 3_000)).await,
+        store
+            .finish_settlement(
+                &fp("fp-none"),
+                &outcome(SettlementState::Settled, None, 3_000)
+            )
+            .await,
         Err(StoreError::NotFound)
     ));
     // Finishing "in flight" is never a valid outcome.
     assert_eq!(
-        store.begin_settlement(&claim("fp-c", None, "digest-c")).await.expect("begin"),
+        store
+            .begin_settlement(&claim("fp-c", None, "digest-c"))
+            .await
+            .expect("begin"),
         Begin::Acquired
     );
     assert!(matches!(
-        store.finish_settlement(&fp("fp-c"), &outcome(SettlementState::InFlight, None, 3_000)).await,
-        Err(StoreError::InvalidTransition { from: SettlementState::InFlight, .. })
+        store
+            .finish_settlement(
+                &fp("fp-c"),
+                &outcome(SettlementState::InFlight, None, 3_000)
+            )
+            .await,
+        Err(StoreError::InvalidTransition {
+            from: SettlementState::InFlight,
+            ..
+        })
     ));
     // Timestamps beyond i64 are refused, not wrapped.
     let mut far = claim("fp-far", None, "d");
@@ -131,15 +174,27 @@ async fn begin_branches(db: TestDb) {
 async fn pending_is_reconciled(db: TestDb) {
     let store = connect(&db.url).await.expect("connect");
     for (name, now) in [("fp-p2", 20), ("fp-p1", 10), ("fp-s", 5)] {
-        let c = SettlementClaim { now_ms: now, ..claim(name, Some(name), "d") };
-        assert_eq!(store.begin_settlement(&c).await.expect("begin"), Begin::Acquired);
+        let c = SettlementClaim {
+            now_ms: now,
+            ..claim(name, Some(name), "d")
+        };
+        assert_eq!(
+            store.begin_settlement(&c).await.expect("begin"),
+            Begin::Acquired
+        );
     }
     store
-        .finish_settlement(&fp("fp-p2"), &outcome(SettlementState::Pending, Some("0xp2"), 200))
+        .finish_settlement(
+            &fp("fp-p2"),
+            &outcome(SettlementState::Pending, Some("0xp2"), 200),
+        )
         .await
         .expect("finish");
     store
-        .finish_settlement(&fp("fp-p1"), &outcome(SettlementState::Pending, Some("0xp1"), 100))
+        .finish_settlement(
+            &fp("fp-p1"),
+            &outcome(SettlementState::Pending, Some("0xp1"), 100),
+        )
         .await
         .expect("finish");
     store
@@ -149,8 +204,15 @@ async fn pending_is_reconciled(db: TestDb) {
 
     let pending = store.pending_settlements(10).await.expect("pending");
     let names: Vec<&str> = pending.iter().map(|r| r.fingerprint.0.as_str()).collect();
-    assert_eq!(names, ["fp-p1", "fp-p2"], "oldest update first, settled excluded");
-    assert_eq!(store.pending_settlements(1).await.expect("pending").len(), 1);
+    assert_eq!(
+        names,
+        ["fp-p1", "fp-p2"],
+        "oldest update first, settled excluded"
+    );
+    assert_eq!(
+        store.pending_settlements(1).await.expect("pending").len(),
+        1
+    );
 
     assert!(matches!(
         store.begin_settlement(&claim("fp-p1", None, "d")).await.expect("begin"),
@@ -166,7 +228,11 @@ async fn pending_is_reconciled(db: TestDb) {
         .finish_settlement(&fp("fp-p1"), &outcome(SettlementState::Settled, None, 300))
         .await
         .expect("reconcile");
-    let row = store.settlement(&fp("fp-p1")).await.expect("read").expect("row");
+    let row = store
+        .settlement(&fp("fp-p1"))
+        .await
+        .expect("read")
+        .expect("row");
     assert_eq!(row.state, SettlementState::Settled);
     assert_eq!(row.transaction.as_deref(), Some("0xp1"));
     let names: Vec<String> = store
@@ -184,7 +250,10 @@ async fn pending_is_reconciled(db: TestDb) {
 async fn failed_is_reclaimed(db: TestDb) {
     let store = connect(&db.url).await.expect("connect");
     assert_eq!(
-        store.begin_settlement(&claim("fp-f", Some("pid-1"), "d1")).await.expect("begin"),
+        store
+            .begin_settlement(&claim("fp-f", Some("pid-1"), "d1"))
+            .await
+            .expect("begin"),
         Begin::Acquired
     );
     store
@@ -198,17 +267,33 @@ async fn failed_is_reclaimed(db: TestDb) {
     ));
     // A different identifier already bound elsewhere cannot be moved onto fp-f.
     assert_eq!(
-        store.begin_settlement(&claim("fp-other", Some("pid-2"), "d")).await.expect("begin"),
+        store
+            .begin_settlement(&claim("fp-other", Some("pid-2"), "d"))
+            .await
+            .expect("begin"),
         Begin::Acquired
     );
     assert_eq!(
-        store.begin_settlement(&claim("fp-f", Some("pid-2"), "d2")).await.expect("begin"),
+        store
+            .begin_settlement(&claim("fp-f", Some("pid-2"), "d2"))
+            .await
+            .expect("begin"),
         Begin::IdentifierConflict
     );
     // A fresh attempt (new identifier) re-claims it; the row is in flight again.
-    let retry = SettlementClaim { now_ms: 3_000, ..claim("fp-f", Some("pid-3"), "d3") };
-    assert_eq!(store.begin_settlement(&retry).await.expect("begin"), Begin::Acquired);
-    let row = store.settlement(&fp("fp-f")).await.expect("read").expect("row");
+    let retry = SettlementClaim {
+        now_ms: 3_000,
+        ..claim("fp-f", Some("pid-3"), "d3")
+    };
+    assert_eq!(
+        store.begin_settlement(&retry).await.expect("begin"),
+        Begin::Acquired
+    );
+    let row = store
+        .settlement(&fp("fp-f"))
+        .await
+        .expect("read")
+        .expect("row");
     assert_eq!(row.state, SettlementState::InFlight);
     assert_eq!(row.payment_identifier.as_deref(), Some("pid-3"));
     assert_eq!(row.response_json, None);
@@ -218,7 +303,10 @@ async fn failed_is_reclaimed(db: TestDb) {
         Begin::InFlight(_)
     ));
     assert!(matches!(
-        store.begin_settlement(&claim("fp-f", None, "d3")).await.expect("begin"),
+        store
+            .begin_settlement(&claim("fp-f", None, "d3"))
+            .await
+            .expect("begin"),
         Begin::Duplicate(_)
     ));
 }
@@ -254,12 +342,23 @@ async fn concurrent_claims_acquire_once(db: TestDb) {
     assert_eq!(race(&stores, &fresh).await, (1, 49));
 
     stores[0]
-        .finish_settlement(&fp("fp-race"), &outcome(SettlementState::Failed, None, 2_000))
+        .finish_settlement(
+            &fp("fp-race"),
+            &outcome(SettlementState::Failed, None, 2_000),
+        )
         .await
         .expect("finish");
-    assert_eq!(race(&stores, &fresh).await, (1, 49), "failed row re-claimed exactly once");
     assert_eq!(
-        stores[1].settlement(&fp("fp-race")).await.expect("read").map(|r| r.state),
+        race(&stores, &fresh).await,
+        (1, 49),
+        "failed row re-claimed exactly once"
+    );
+    assert_eq!(
+        stores[1]
+            .settlement(&fp("fp-race"))
+            .await
+            .expect("read")
+            .map(|r| r.state),
         Some(SettlementState::InFlight)
     );
 }
@@ -267,11 +366,27 @@ async fn concurrent_claims_acquire_once(db: TestDb) {
 /// Migrations are idempotent: connecting again (and migrating again) changes nothing.
 async fn migrations_are_idempotent(db: TestDb) {
     let first = connect(&db.url).await.expect("connect 1");
-    assert_eq!(first.begin_settlement(&claim("fp-m", None, "d")).await.expect("b"), Begin::Acquired);
+    assert_eq!(
+        first
+            .begin_settlement(&claim("fp-m", None, "d"))
+            .await
+            .expect("b"),
+        Begin::Acquired
+    );
     let second = connect(&db.url).await.expect("connect 2");
     second.migrate().await.expect("migrate again");
-    assert!(second.settlement(&fp("fp-m")).await.expect("read").is_some());
-    assert_eq!(db.execute("DELETE FROM settlements WHERE fingerprint = 'none'").await, 0);
+    assert!(
+        second
+            .settlement(&fp("fp-m"))
+            .await
+            .expect("read")
+            .is_some()
+    );
+    assert_eq!(
+        db.execute("DELETE FROM settlements WHERE fingerprint = 'none'")
+            .await,
+        0
+    );
 }
 
 on_both_backends!(
@@ -281,3 +396,38 @@ on_both_backends!(
     concurrent_claims_acquire_once,
     migrations_are_idempotent,
 );
+
+/// The embedded default works with no file at all: every pooled query sees one in-memory
+/// database (a second connection would see an empty one), including under concurrency.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn in_memory_sqlite_is_one_database() {
+    for url in ["sqlite::memory:", "sqlite://:memory:"] {
+        let store = connect(url).await.expect("connect");
+        assert_eq!(store.backend(), gatehouse::store::Backend::Sqlite);
+        assert_eq!(
+            race(&[Arc::clone(&store)], &claim("fp-mem", None, "d")).await,
+            (1, 49)
+        );
+        assert!(
+            store
+                .settlement(&fp("fp-mem"))
+                .await
+                .expect("read")
+                .is_some()
+        );
+    }
+}
+
+/// Unknown schemes are refused without echoing credentials.
+#[tokio::test]
+async fn unsupported_url_is_refused() {
+    let error = connect("mysql://user:secret@host/db")
+        .await
+        .expect_err("refused");
+    assert!(matches!(&error, StoreError::UnsupportedUrl { scheme } if scheme == "mysql"));
+    assert!(!error.to_string().contains("secret"));
+    assert_eq!(
+        error.public_message(),
+        "an internal database error occurred"
+    );
+}

@@ -192,11 +192,20 @@ pub enum VerifyError {
 
 /// Reads the whole chain from `store`, page by page, and verifies every link and hash.
 pub async fn verify_store(store: &dyn Store) -> Result<ChainReport, VerifyError> {
+    verify_store_paged(store, VERIFY_PAGE_SIZE).await
+}
+
+/// [`verify_store`] reading `page_size` records at a time (at least 1).
+pub async fn verify_store_paged(
+    store: &dyn Store,
+    page_size: u32,
+) -> Result<ChainReport, VerifyError> {
+    let page_size = page_size.max(1);
     let mut head = GENESIS_HASH.to_owned();
     let mut last_seq = 0i64;
     let mut records = 0u64;
     loop {
-        let page = store.evidence_after(last_seq, VERIFY_PAGE_SIZE).await?;
+        let page = store.evidence_after(last_seq, page_size).await?;
         let Some(last) = page.last() else { break };
         head = verify_run(&page, &head, last_seq.checked_add(1))?;
         last_seq = last.seq;
@@ -213,9 +222,18 @@ mod tests {
         let mut prev = GENESIS_HASH.to_owned();
         (1..=n)
             .map(|seq| {
-                let body = canonical_json(&serde_json::json!({"b": seq, "a": [1, {"z": 0, "y": 1}]}));
+                let body =
+                    canonical_json(&serde_json::json!({"b": seq, "a": [1, {"z": 0, "y": 1}]}));
                 let hash = record_hash(
-                    &prev, seq, 1_000, "verify", Some("verify"), None, "allow", "r", &body,
+                    &prev,
+                    seq,
+                    1_000,
+                    "verify",
+                    Some("verify"),
+                    None,
+                    "allow",
+                    "r",
+                    &body,
                 );
                 let record = EvidenceRecord {
                     seq,
@@ -260,32 +278,47 @@ mod tests {
     fn intact_chain_verifies_and_edits_are_named() {
         let records = chain(5);
         let head = verify_chain(&records, GENESIS_HASH);
-        assert_eq!(head.as_deref().ok(), records.last().map(|r| r.hash.as_str()));
+        assert_eq!(
+            head.as_deref().ok(),
+            records.last().map(|r| r.hash.as_str())
+        );
         assert_eq!(verify_chain(&[], GENESIS_HASH).as_deref(), Ok(GENESIS_HASH));
 
         let mut edited = records.clone();
         edited[2].body = r#"{"b":99}"#.into();
         assert_eq!(
             verify_chain(&edited, GENESIS_HASH),
-            Err(ChainBreak { seq: 3, reason: BreakReason::HashMismatch })
+            Err(ChainBreak {
+                seq: 3,
+                reason: BreakReason::HashMismatch
+            })
         );
 
         let mut deleted = records.clone();
         deleted.remove(1);
         assert_eq!(
             verify_chain(&deleted, GENESIS_HASH),
-            Err(ChainBreak { seq: 3, reason: BreakReason::SeqGap { expected: 2 } })
+            Err(ChainBreak {
+                seq: 3,
+                reason: BreakReason::SeqGap { expected: 2 }
+            })
         );
 
         // A run verified from the middle needs the right predecessor hash.
         assert!(verify_chain(&records[2..], &records[1].hash).is_ok());
         assert_eq!(
             verify_chain(&records[2..], GENESIS_HASH),
-            Err(ChainBreak { seq: 3, reason: BreakReason::SeqGap { expected: 1 } })
+            Err(ChainBreak {
+                seq: 3,
+                reason: BreakReason::SeqGap { expected: 1 }
+            })
         );
         assert_eq!(
             verify_chain(&records[2..], &records[0].hash),
-            Err(ChainBreak { seq: 3, reason: BreakReason::PrevHashMismatch })
+            Err(ChainBreak {
+                seq: 3,
+                reason: BreakReason::PrevHashMismatch
+            })
         );
     }
 }

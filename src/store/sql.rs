@@ -130,7 +130,11 @@ impl SqlStore {
 
     async fn connect_sqlite(database_url: &str) -> Result<Self, StoreError> {
         let in_memory = database_url.contains(":memory:") || database_url.contains("mode=memory");
-        let url = if in_memory || database_url.contains("mode=") {
+        // `sqlite://:memory:` does not parse as a URL with an empty host, so every in-memory
+        // spelling becomes the one form the Any driver accepts.
+        let url = if in_memory {
+            "sqlite::memory:".to_owned()
+        } else if database_url.contains("mode=") {
             database_url.to_owned()
         } else if database_url.contains('?') {
             format!("{database_url}&mode=rwc")
@@ -263,8 +267,8 @@ enum Existing {
 
 /// Decides a claim against an existing row; pure, so each branch is unit-tested.
 fn judge_existing(claim: &SettlementClaim, row: SettlementRecord) -> Existing {
-    let same_identifier = claim.payment_identifier.is_some()
-        && claim.payment_identifier == row.payment_identifier;
+    let same_identifier =
+        claim.payment_identifier.is_some() && claim.payment_identifier == row.payment_identifier;
     if same_identifier {
         return Existing::Answer(if row.request_digest != claim.request_digest {
             Begin::IdentifierConflict
@@ -298,8 +302,9 @@ impl TryFrom<SettlementRow> for SettlementRecord {
     type Error = StoreError;
 
     fn try_from(row: SettlementRow) -> Result<Self, StoreError> {
-        let state = SettlementState::parse(&row.state)
-            .ok_or_else(|| StoreError::Corrupt(format!("unknown settlement state {:?}", row.state)))?;
+        let state = SettlementState::parse(&row.state).ok_or_else(|| {
+            StoreError::Corrupt(format!("unknown settlement state {:?}", row.state))
+        })?;
         Ok(Self {
             fingerprint: Fingerprint(row.fingerprint),
             state,
@@ -439,10 +444,11 @@ impl Store for SqlStore {
         &self,
         fingerprint: &Fingerprint,
     ) -> Result<Option<SettlementRecord>, StoreError> {
-        let row: Option<SettlementRow> = sqlx::query_as(select_settlements!("WHERE fingerprint = $1"))
-            .bind(fingerprint.0.as_str())
-            .fetch_optional(&self.pool)
-            .await?;
+        let row: Option<SettlementRow> =
+            sqlx::query_as(select_settlements!("WHERE fingerprint = $1"))
+                .bind(fingerprint.0.as_str())
+                .fetch_optional(&self.pool)
+                .await?;
         row.map(SettlementRecord::try_from).transpose()
     }
 
@@ -450,9 +456,9 @@ impl Store for SqlStore {
         let rows: Vec<SettlementRow> = sqlx::query_as(select_settlements!(
             "WHERE state = 'pending' ORDER BY updated_at_ms, fingerprint LIMIT $1"
         ))
-            .bind(i64::from(limit))
-            .fetch_all(&self.pool)
-            .await?;
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
         rows.into_iter().map(SettlementRecord::try_from).collect()
     }
 
@@ -461,18 +467,23 @@ impl Store for SqlStore {
         let body = canonical_json(&draft.body);
         let fingerprint = draft.fingerprint.map(|f| f.0);
 
-        let mut tx = self.pool.begin_with(self.dialect.begin_chain_write()).await?;
-        let (head_seq, head_hash): (i64, String) =
-            sqlx::query_as(self.dialect.select_chain_head())
-                .fetch_one(&mut *tx)
-                .await?;
+        let mut tx = self
+            .pool
+            .begin_with(self.dialect.begin_chain_write())
+            .await?;
+        let (head_seq, head_hash): (i64, String) = sqlx::query_as(self.dialect.select_chain_head())
+            .fetch_one(&mut *tx)
+            .await?;
         // Pair the head row with the chain itself: the head must name the last record.
         if head_seq > 0 {
-            let (last_hash,): (String,) = sqlx::query_as("SELECT hash FROM evidence WHERE seq = $1")
-                .bind(head_seq)
-                .fetch_optional(&mut *tx)
-                .await?
-                .ok_or_else(|| StoreError::Corrupt(format!("evidence head names missing seq {head_seq}")))?;
+            let (last_hash,): (String,) =
+                sqlx::query_as("SELECT hash FROM evidence WHERE seq = $1")
+                    .bind(head_seq)
+                    .fetch_optional(&mut *tx)
+                    .await?
+                    .ok_or_else(|| {
+                        StoreError::Corrupt(format!("evidence head names missing seq {head_seq}"))
+                    })?;
             if last_hash != head_hash {
                 return Err(StoreError::Corrupt(format!(
                     "evidence head disagrees with record {head_seq}"
@@ -511,23 +522,31 @@ impl Store for SqlStore {
         .bind(hash.as_str())
         .fetch_one(&mut *tx)
         .await?;
-        let advanced = sqlx::query(
-            "UPDATE evidence_head SET seq = $1, hash = $2 WHERE id = 1 AND seq = $3",
-        )
-        .bind(seq)
-        .bind(hash.as_str())
-        .bind(head_seq)
-        .execute(&mut *tx)
-        .await?;
+        let advanced =
+            sqlx::query("UPDATE evidence_head SET seq = $1, hash = $2 WHERE id = 1 AND seq = $3")
+                .bind(seq)
+                .bind(hash.as_str())
+                .bind(head_seq)
+                .execute(&mut *tx)
+                .await?;
         if advanced.rows_affected() != 1 {
             // Unreachable while the head is locked; refuse rather than fork the chain.
-            return Err(StoreError::Corrupt("evidence head moved during append".into()));
+            return Err(StoreError::Corrupt(
+                "evidence head moved during append".into(),
+            ));
         }
         tx.commit().await?;
 
         let record = EvidenceRecord::try_from(row)?;
-        debug_assert_eq!(record.prev_hash, head_hash, "appended record must follow the head");
-        debug_assert_eq!(expected_hash(&record), record.hash, "stored record must verify");
+        debug_assert_eq!(
+            record.prev_hash, head_hash,
+            "appended record must follow the head"
+        );
+        debug_assert_eq!(
+            expected_hash(&record),
+            record.hash,
+            "stored record must verify"
+        );
         Ok(record)
     }
 
@@ -536,11 +555,12 @@ impl Store for SqlStore {
         after_seq: i64,
         limit: u32,
     ) -> Result<Vec<EvidenceRecord>, StoreError> {
-        let rows: Vec<EvidenceRow> = sqlx::query_as(select_evidence!("WHERE seq > $1 ORDER BY seq LIMIT $2"))
-        .bind(after_seq)
-        .bind(i64::from(limit))
-        .fetch_all(&self.pool)
-        .await?;
+        let rows: Vec<EvidenceRow> =
+            sqlx::query_as(select_evidence!("WHERE seq > $1 ORDER BY seq LIMIT $2"))
+                .bind(after_seq)
+                .bind(i64::from(limit))
+                .fetch_all(&self.pool)
+                .await?;
         evidence_records(rows)
     }
 

@@ -90,7 +90,9 @@ impl Drop for TestDb {
             runtime.block_on(async move {
                 if let Ok(mut admin) = sqlx::AnyConnection::connect(&pg.admin_url).await {
                     let sql = format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", pg.name);
-                    let _ = sqlx::query(sqlx::AssertSqlSafe(sql)).execute(&mut admin).await;
+                    let _ = sqlx::query(sqlx::AssertSqlSafe(sql))
+                        .execute(&mut admin)
+                        .await;
                     let _ = admin.close().await;
                 }
             });
