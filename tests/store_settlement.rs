@@ -431,3 +431,46 @@ async fn unsupported_url_is_refused() {
         "an internal database error occurred"
     );
 }
+
+/// Relative file URLs (`sqlite://gatehouse.db`, `sqlite:gatehouse.db`) create the file, in WAL.
+#[tokio::test]
+async fn relative_sqlite_file_is_created_in_wal_mode() {
+    let dir = tempfile::Builder::new()
+        .prefix(".gh-store-test")
+        .tempdir_in(".")
+        .expect("temp dir in the package root");
+    let name = dir
+        .path()
+        .file_name()
+        .and_then(|n| n.to_str())
+        .expect("utf-8 name");
+    for (url, file) in [
+        (format!("sqlite://{name}/a.db"), "a.db"),
+        (format!("sqlite:{name}/b.db"), "b.db"),
+    ] {
+        let store = connect(&url).await.expect("connect");
+        assert_eq!(
+            store
+                .begin_settlement(&claim("fp", None, "d"))
+                .await
+                .expect("b"),
+            Begin::Acquired
+        );
+        assert!(dir.path().join(file).exists(), "{url} created {file}");
+        assert!(
+            dir.path().join(format!("{file}-wal")).exists(),
+            "{url} is in WAL mode"
+        );
+    }
+}
+
+/// Fail closed (invariant 1): an unreachable database is reported as unavailable, within the
+/// pool's acquire timeout, rather than hanging.
+#[tokio::test]
+async fn unreachable_postgres_is_unavailable() {
+    let error = connect("postgres://postgres@127.0.0.1:1/nothing")
+        .await
+        .expect_err("down");
+    assert!(error.is_unavailable(), "{error:?}");
+    assert_eq!(error.public_message(), "the database is unavailable");
+}

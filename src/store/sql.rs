@@ -578,3 +578,99 @@ impl Store for SqlStore {
         evidence_records(rows)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn claim(identifier: Option<&str>, digest: &str) -> SettlementClaim {
+        SettlementClaim {
+            fingerprint: Fingerprint("fp".into()),
+            payment_identifier: identifier.map(str::to_owned),
+            request_digest: digest.into(),
+            network: "eip155:8453".into(),
+            payer: None,
+            now_ms: 1,
+        }
+    }
+
+    fn row(state: SettlementState, identifier: Option<&str>) -> SettlementRecord {
+        SettlementRecord {
+            fingerprint: Fingerprint("fp".into()),
+            state,
+            payment_identifier: identifier.map(str::to_owned),
+            request_digest: "d".into(),
+            transaction: None,
+            response_json: None,
+            network: "eip155:8453".into(),
+            payer: None,
+            created_at_ms: 1,
+            updated_at_ms: 1,
+        }
+    }
+
+    #[test]
+    fn existing_rows_are_judged_by_identifier_then_state() {
+        use SettlementState::*;
+        // Invariant 2: only the same identifier with the same payload gets the recorded answer.
+        for state in [Settled, Failed, Pending] {
+            let r = row(state, Some("id"));
+            assert_eq!(
+                judge_existing(&claim(Some("id"), "d"), r.clone()),
+                Existing::Answer(Begin::Replay(r))
+            );
+        }
+        let r = row(InFlight, Some("id"));
+        assert_eq!(
+            judge_existing(&claim(Some("id"), "d"), r.clone()),
+            Existing::Answer(Begin::InFlight(r))
+        );
+        assert_eq!(
+            judge_existing(&claim(Some("id"), "other"), row(Settled, Some("id"))),
+            Existing::Answer(Begin::IdentifierConflict)
+        );
+        // No identifier on either side never counts as "the same identifier".
+        let r = row(Settled, None);
+        assert_eq!(
+            judge_existing(&claim(None, "d"), r.clone()),
+            Existing::Answer(Begin::Duplicate(r))
+        );
+        for identifier in [None, Some("new")] {
+            assert_eq!(
+                judge_existing(&claim(identifier, "d"), row(Failed, Some("id"))),
+                Existing::Reclaim
+            );
+            for state in [InFlight, Settled, Pending] {
+                assert!(matches!(
+                    judge_existing(&claim(identifier, "d"), row(state, Some("id"))),
+                    Existing::Answer(Begin::Duplicate(_))
+                ));
+            }
+        }
+    }
+
+    #[test]
+    fn identifier_constraint_is_recognised_on_both_backends() {
+        let pg = StoreError::Constraint {
+            constraint: "settlements_payment_identifier_key".into(),
+        };
+        let sqlite = StoreError::Constraint {
+            constraint: "UNIQUE constraint failed: settlements.payment_identifier".into(),
+        };
+        let other = StoreError::Constraint {
+            constraint: "evidence_pkey".into(),
+        };
+        assert!(is_identifier_conflict(&pg));
+        assert!(is_identifier_conflict(&sqlite));
+        assert!(!is_identifier_conflict(&other));
+    }
+
+    #[test]
+    fn url_scheme_never_returns_credentials() {
+        assert_eq!(url_scheme("postgres://u:p@h/db"), "postgres");
+        assert_eq!(url_scheme("sqlite::memory:"), "sqlite");
+        assert_eq!(url_scheme("user:secret@host"), "user");
+        assert_eq!(url_scheme("u/x:secret"), "<none>");
+        assert_eq!(url_scheme("nothing"), "<none>");
+    }
+}
