@@ -1,6 +1,7 @@
 //! DESIGN invariant 4 (every decision leaves append-only, hash-chained evidence), proved on real
 //! SQLite and PostgreSQL: 200 concurrent appends from two store instances stay one linear chain
-//! that verifies; editing a stored body or deleting a row is detected and names the record.
+//! that verifies; the database refuses edits, and an edit or deletion made after dropping that
+//! guard is detected and names the record.
 
 #[path = "common/store.rs"]
 mod store_support;
@@ -117,6 +118,15 @@ async fn tampered_body_is_detected(db: TestDb) {
         store.append_evidence(draft(i)).await.expect("append");
     }
     assert!(verify_store(store.as_ref()).await.is_ok());
+    // The database itself refuses edits and deletions...
+    let refused = db
+        .try_execute("UPDATE evidence SET body = '{}' WHERE seq = 6")
+        .await;
+    assert!(refused.is_err(), "update must be refused: {refused:?}");
+    let refused = db.try_execute("DELETE FROM evidence WHERE seq = 6").await;
+    assert!(refused.is_err(), "delete must be refused: {refused:?}");
+    // ...and once the guards are gone, the chain still names the edited record.
+    db.drop_evidence_guards().await;
     let edited = db
         .execute(r#"UPDATE evidence SET body = '{"a":{},"z":"forged"}' WHERE seq = 6"#)
         .await;
@@ -136,6 +146,7 @@ async fn deleted_row_is_detected(db: TestDb) {
     for i in 0..10 {
         store.append_evidence(draft(i)).await.expect("append");
     }
+    db.drop_evidence_guards().await;
     assert_eq!(db.execute("DELETE FROM evidence WHERE seq = 4").await, 1);
     // Page size 3 puts the gap on a page boundary: pages must link to each other too.
     match verify_store_paged(store.as_ref(), 3).await {
@@ -154,6 +165,7 @@ async fn truncated_tail_refuses_append(db: TestDb) {
     for i in 0..3 {
         store.append_evidence(draft(i)).await.expect("append");
     }
+    db.drop_evidence_guards().await;
     assert_eq!(db.execute("DELETE FROM evidence WHERE seq = 3").await, 1);
     let refused = store.append_evidence(draft(3)).await;
     assert!(

@@ -61,18 +61,39 @@ impl TestDb {
         }
     }
 
-    /// Runs raw SQL against the database, bypassing the store (to tamper, or to inspect).
+    /// Whether this is the PostgreSQL database.
+    pub fn is_postgres(&self) -> bool {
+        self.pg.is_some()
+    }
+
+    /// Runs raw SQL against the database, bypassing the store (to tamper, or to inspect);
+    /// returns the rows affected.
     pub async fn execute(&self, sql: &str) -> u64 {
+        self.try_execute(sql).await.expect("raw SQL")
+    }
+
+    /// [`TestDb::execute`], returning the database's refusal instead of panicking.
+    pub async fn try_execute(&self, sql: &str) -> Result<u64, sqlx::Error> {
         sqlx::any::install_default_drivers();
-        let mut conn = sqlx::AnyConnection::connect(&self.url)
-            .await
-            .expect("connect for raw SQL");
+        let mut conn = sqlx::AnyConnection::connect(&self.url).await?;
         let done = sqlx::query(sqlx::AssertSqlSafe(sql.to_owned()))
             .execute(&mut conn)
-            .await
-            .expect("raw SQL");
+            .await;
         let _ = conn.close().await;
-        done.rows_affected()
+        Ok(done?.rows_affected())
+    }
+
+    /// Removes the append-only triggers from `evidence`, as an attacker with database access
+    /// could, so tests can show the hash chain still catches the edit.
+    pub async fn drop_evidence_guards(&self) {
+        for trigger in ["evidence_no_update", "evidence_no_delete"] {
+            let sql = if self.is_postgres() {
+                format!("DROP TRIGGER {trigger} ON evidence")
+            } else {
+                format!("DROP TRIGGER {trigger}")
+            };
+            self.execute(&sql).await;
+        }
     }
 }
 
