@@ -5,8 +5,11 @@
 pub mod chain;
 pub mod clock;
 pub mod config;
+pub mod evidence;
 pub mod pipeline;
 pub mod protocol;
 pub mod server;
+pub mod store;
 pub mod telemetry;
+pub mod upstream;
 pub mod verdict;

@@ -1,0 +1,12 @@
+-- Evidence is append-only (DESIGN invariant 4): refuse UPDATE and DELETE in the database too,
+-- so only someone who first drops these triggers can edit history (and the hash chain still
+-- exposes that).
+CREATE TRIGGER evidence_no_update BEFORE UPDATE ON evidence
+BEGIN
+    SELECT RAISE(ABORT, 'evidence is append-only');
+END;
+
+CREATE TRIGGER evidence_no_delete BEFORE DELETE ON evidence
+BEGIN
+    SELECT RAISE(ABORT, 'evidence is append-only');
+END;

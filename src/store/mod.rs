@@ -1,0 +1,327 @@
+//! Persistence: one [`Store`] interface over SQLite (the zero-setup default) and PostgreSQL
+//! (shared by replicas). It owns the settlement journal that makes settlement exactly-once
+//! (DESIGN invariant 2) and the append-only evidence chain (invariant 4).
+//!
+//! Both backends run the same SQL through sqlx's `Any` driver; where the dialects differ
+//! (how an appender takes the chain-head lock) a [`sql::Dialect`] supplies the difference.
+//! This module must not decide policy: it reports what the journal says, and the pipeline
+//! decides what to answer.
+
+mod sql;
+
+use std::fmt;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+use crate::protocol::payment::Fingerprint;
+
+pub use sql::SqlStore;
+
+/// Which database a [`Store`] talks to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// Embedded SQLite (one file, WAL), or in memory.
+    Sqlite,
+    /// PostgreSQL, possibly shared by several replicas.
+    Postgres,
+}
+
+/// Opens the database named by `database_url` (`sqlite:`, `postgres:` or `postgresql:`),
+/// creating a SQLite file if missing, and runs the embedded migrations.
+pub async fn connect(database_url: &str) -> Result<Arc<dyn Store>, StoreError> {
+    let store = SqlStore::connect(database_url).await?;
+    store.migrate().await?;
+    Ok(Arc::new(store))
+}
+
+/// The persistence interface the pipeline, admin API and CLI use.
+#[async_trait]
+pub trait Store: Send + Sync + fmt::Debug {
+    /// Which database this is.
+    fn backend(&self) -> Backend;
+
+    /// Applies any pending migrations (idempotent; safe from several replicas at once).
+    async fn migrate(&self) -> Result<(), StoreError>;
+
+    /// Checks the database answers.
+    async fn ping(&self) -> Result<(), StoreError>;
+
+    /// Claims the right to forward `claim.fingerprint` for settlement, exactly once.
+    async fn begin_settlement(&self, claim: &SettlementClaim) -> Result<Begin, StoreError>;
+
+    /// Records the outcome of a settlement this caller [`Begin::Acquired`] (or a reconciled
+    /// [`SettlementState::Pending`] one).
+    async fn finish_settlement(
+        &self,
+        fingerprint: &Fingerprint,
+        outcome: &SettlementOutcome,
+    ) -> Result<(), StoreError>;
+
+    /// The journal entry for `fingerprint`, if any.
+    async fn settlement(
+        &self,
+        fingerprint: &Fingerprint,
+    ) -> Result<Option<SettlementRecord>, StoreError>;
+
+    /// Settlements whose outcome is unknown, oldest update first, at most `limit`.
+    async fn pending_settlements(&self, limit: u32) -> Result<Vec<SettlementRecord>, StoreError>;
+
+    /// Appends one record to the evidence chain and returns it as stored.
+    async fn append_evidence(&self, draft: EvidenceDraft) -> Result<EvidenceRecord, StoreError>;
+
+    /// Records with `seq > after_seq`, in order, at most `limit`.
+    async fn evidence_after(
+        &self,
+        after_seq: i64,
+        limit: u32,
+    ) -> Result<Vec<EvidenceRecord>, StoreError>;
+
+    /// Every record about `fingerprint`, in order.
+    async fn evidence_for(
+        &self,
+        fingerprint: &Fingerprint,
+    ) -> Result<Vec<EvidenceRecord>, StoreError>;
+}
+
+/// A request to own the settlement of one payment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SettlementClaim {
+    /// The payment's fingerprint (the exactly-once key).
+    pub fingerprint: Fingerprint,
+    /// The client's `payment-identifier` (idempotency key), if it sent one.
+    pub payment_identifier: Option<String>,
+    /// SHA-256 hex of the settle payload, to tell a retry from a different request.
+    pub request_digest: String,
+    /// CAIP-2 network.
+    pub network: String,
+    /// The payer, when known.
+    pub payer: Option<String>,
+    /// When the claim is made.
+    pub now_ms: u64,
+}
+
+/// Where a settlement stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SettlementState {
+    /// Claimed and being forwarded.
+    InFlight,
+    /// Settled on chain.
+    Settled,
+    /// Definitively failed; the fingerprint may be claimed again.
+    Failed,
+    /// Outcome unknown (upstream timeout or 5xx); to be reconciled from the chain.
+    Pending,
+}
+
+impl SettlementState {
+    /// The column value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::InFlight => "in_flight",
+            Self::Settled => "settled",
+            Self::Failed => "failed",
+            Self::Pending => "pending",
+        }
+    }
+
+    /// Parses a column value.
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "in_flight" => Some(Self::InFlight),
+            "settled" => Some(Self::Settled),
+            "failed" => Some(Self::Failed),
+            "pending" => Some(Self::Pending),
+            _ => None,
+        }
+    }
+
+    /// Whether the forward has finished (with a known or unknown outcome).
+    pub fn is_finished(self) -> bool {
+        !matches!(self, Self::InFlight)
+    }
+}
+
+impl fmt::Display for SettlementState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One settlement journal entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SettlementRecord {
+    /// The exactly-once key.
+    pub fingerprint: Fingerprint,
+    /// Where it stands.
+    pub state: SettlementState,
+    /// The `payment-identifier` bound to it, if any.
+    pub payment_identifier: Option<String>,
+    /// SHA-256 hex of the settle payload that claimed it.
+    pub request_digest: String,
+    /// Transaction hash / signature, when known (kept for pending outcomes).
+    pub transaction: Option<String>,
+    /// The response returned to the seller, verbatim, once finished.
+    pub response_json: Option<String>,
+    /// CAIP-2 network.
+    pub network: String,
+    /// The payer, when known.
+    pub payer: Option<String>,
+    /// When first claimed.
+    pub created_at_ms: u64,
+    /// When last changed.
+    pub updated_at_ms: u64,
+}
+
+/// How a settlement ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SettlementOutcome {
+    /// Must not be [`SettlementState::InFlight`].
+    pub state: SettlementState,
+    /// Transaction hash / signature, when known.
+    pub transaction: Option<String>,
+    /// The response to replay to retries with the same `payment-identifier`.
+    pub response_json: String,
+    /// When it ended.
+    pub now_ms: u64,
+}
+
+/// The answer to [`Store::begin_settlement`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Begin {
+    /// The caller owns the settlement and must forward it, then finish it.
+    Acquired,
+    /// Someone else settled or is settling this fingerprint: refuse (`duplicate_settlement`).
+    Duplicate(SettlementRecord),
+    /// Same `payment-identifier` and payload, already finished: return the recorded response.
+    Replay(SettlementRecord),
+    /// Same `payment-identifier` and payload, still being forwarded.
+    InFlight(SettlementRecord),
+    /// The `payment-identifier` is bound to a different payload or payment (HTTP 409).
+    IdentifierConflict,
+}
+
+/// What to record as evidence; the store assigns `seq` and the hashes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EvidenceDraft {
+    /// `verify`, `settle`, `reconcile`, ...
+    pub kind: String,
+    /// The gate that decided, if any.
+    pub gate: Option<String>,
+    /// The payment, when one was decoded.
+    pub fingerprint: Option<Fingerprint>,
+    /// `allow`, `deny`, `review`, `error`, ...
+    pub decision: String,
+    /// The request id the decision answered.
+    pub request_id: String,
+    /// When the decision was made.
+    pub created_at_ms: u64,
+    /// Everything the decision used; stored as canonical JSON text.
+    pub body: serde_json::Value,
+}
+
+/// One evidence record as stored and hashed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EvidenceRecord {
+    /// Position in the chain, from 1, without gaps.
+    pub seq: i64,
+    /// When the decision was made.
+    pub created_at_ms: u64,
+    /// `verify`, `settle`, `reconcile`, ...
+    pub kind: String,
+    /// The gate that decided, if any.
+    pub gate: Option<String>,
+    /// The payment's fingerprint, if any.
+    pub fingerprint: Option<String>,
+    /// `allow`, `deny`, ...
+    pub decision: String,
+    /// The request id the decision answered.
+    pub request_id: String,
+    /// Canonical JSON text, exactly as hashed.
+    pub body: String,
+    /// Hash of the previous record ([`crate::evidence::GENESIS_HASH`] for seq 1).
+    pub prev_hash: String,
+    /// [`crate::evidence::record_hash`] of this record.
+    pub hash: String,
+}
+
+/// Why a store operation failed. `Display` is for logs; clients get [`StoreError::public_message`].
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The URL names no supported backend (only the scheme is kept, never credentials).
+    #[error("unsupported database URL scheme `{scheme}` (use sqlite:, postgres: or postgresql:)")]
+    UnsupportedUrl {
+        /// The scheme found.
+        scheme: String,
+    },
+    /// The database could not be reached in time (connect, pool acquire, I/O).
+    #[error("database unavailable: {0}")]
+    Unavailable(#[source] sqlx::Error),
+    /// A query failed.
+    #[error("database error: {0}")]
+    Database(#[source] sqlx::Error),
+    /// A named constraint rejected a write that no domain outcome explains.
+    #[error("constraint `{constraint}` violated")]
+    Constraint {
+        /// The constraint (or, on SQLite, the message naming the columns).
+        constraint: String,
+    },
+    /// Migrations failed.
+    #[error("migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    /// No settlement journal entry for the fingerprint.
+    #[error("no settlement for this fingerprint")]
+    NotFound,
+    /// A finish that does not follow the journal's state machine.
+    #[error("settlement cannot go from {from} to {to}")]
+    InvalidTransition {
+        /// Current state.
+        from: SettlementState,
+        /// Requested state.
+        to: SettlementState,
+    },
+    /// A value does not fit the column (e.g. a timestamp beyond `i64::MAX` ms).
+    #[error("value out of range for `{field}`")]
+    OutOfRange {
+        /// Which field.
+        field: &'static str,
+    },
+    /// Stored data violates an invariant (unknown state, broken chain head).
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+}
+
+impl StoreError {
+    /// Text safe to show a client: never SQL, table names or credentials.
+    pub fn public_message(&self) -> &'static str {
+        match self {
+            Self::Unavailable(_) => "the database is unavailable",
+            Self::NotFound => "no such settlement",
+            _ => "an internal database error occurred",
+        }
+    }
+
+    /// Whether retrying later may succeed (fail closed meanwhile).
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, Self::Unavailable(_))
+    }
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(error: sqlx::Error) -> Self {
+        match error {
+            sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::Io(_)
+            | sqlx::Error::Tls(_)
+            | sqlx::Error::WorkerCrashed => Self::Unavailable(error),
+            sqlx::Error::Database(ref db) if db.is_unique_violation() => Self::Constraint {
+                constraint: db
+                    .constraint()
+                    .map(str::to_owned)
+                    .unwrap_or_else(|| db.message().to_owned()),
+            },
+            other => Self::Database(other),
+        }
+    }
+}

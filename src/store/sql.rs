@@ -1,0 +1,676 @@
+//! The one SQL implementation of [`Store`], over sqlx's `Any` driver.
+//!
+//! Both backends share every query; [`Dialect`] holds the few statements that differ. Exactly-once
+//! settlement rests on the primary key (`INSERT ... ON CONFLICT DO NOTHING`) and on conditional
+//! `UPDATE ... WHERE state = 'failed'`; the evidence chain stays linear because each append
+//! holds the single `evidence_head` row (`FOR UPDATE` on PostgreSQL, `BEGIN IMMEDIATE` on SQLite)
+//! for the whole read-hash-insert-advance step.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use sqlx::any::AnyPoolOptions;
+use sqlx::migrate::Migrator;
+use sqlx::{AnyPool, FromRow};
+
+use super::{
+    Backend, Begin, EvidenceDraft, EvidenceRecord, SettlementClaim, SettlementOutcome,
+    SettlementRecord, SettlementState, Store, StoreError,
+};
+use crate::evidence::{canonical_json, expected_hash, record_hash};
+use crate::protocol::payment::Fingerprint;
+
+static SQLITE_MIGRATOR: Migrator = sqlx::migrate!("migrations/sqlite");
+static POSTGRES_MIGRATOR: Migrator = sqlx::migrate!("migrations/postgres");
+
+/// How long a caller waits for a pooled connection before the store reports itself unavailable.
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long SQLite waits on a locked database before failing a statement.
+const SQLITE_BUSY_TIMEOUT_MS: u32 = 10_000;
+const SQLITE_MAX_CONNECTIONS: u32 = 8;
+const POSTGRES_MAX_CONNECTIONS: u32 = 10;
+/// Bound on re-reads when a failed settlement is re-claimed concurrently.
+const RECLAIM_ATTEMPTS: usize = 4;
+/// Bound on the records [`Store::evidence_for`] returns for one payment.
+const EVIDENCE_PER_PAYMENT_MAX: i64 = 10_000;
+/// Bound on attempts to switch a fresh SQLite file to WAL while another pool opens it.
+const WAL_ATTEMPTS: u32 = 20;
+
+/// Unique index binding a `payment-identifier` to one payment. SQLite reports the column
+/// instead of the index name, so both spellings are recognised.
+const IDENTIFIER_CONSTRAINT: [&str; 2] = [
+    "settlements_payment_identifier_key",
+    "settlements.payment_identifier",
+];
+
+/// `SELECT <every settlement column> FROM settlements <tail>`, as one `&'static str`.
+macro_rules! select_settlements {
+    ($tail:literal) => {
+        concat!(
+            "SELECT fingerprint, state, payment_identifier, request_digest, tx_hash, \
+             response_json, network, payer, created_at_ms, updated_at_ms FROM settlements ",
+            $tail
+        )
+    };
+}
+
+/// `SELECT <every evidence column> FROM evidence <tail>`, as one `&'static str`.
+macro_rules! select_evidence {
+    ($tail:literal) => {
+        concat!(
+            "SELECT seq, created_at_ms, kind, gate, fingerprint, decision, request_id, body, \
+             prev_hash, hash FROM evidence ",
+            $tail
+        )
+    };
+}
+
+/// The statements that differ between SQLite and PostgreSQL.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Dialect(Backend);
+
+impl Dialect {
+    /// Opens a transaction that writes the evidence chain. SQLite takes the write lock up front
+    /// so two appenders cannot both read the same head and then fail to upgrade.
+    fn begin_chain_write(self) -> &'static str {
+        match self.0 {
+            Backend::Sqlite => "BEGIN IMMEDIATE",
+            Backend::Postgres => "BEGIN",
+        }
+    }
+
+    /// Reads the chain head, locking it until commit where the database needs a row lock.
+    fn select_chain_head(self) -> &'static str {
+        match self.0 {
+            Backend::Sqlite => "SELECT seq, hash FROM evidence_head WHERE id = 1",
+            Backend::Postgres => "SELECT seq, hash FROM evidence_head WHERE id = 1 FOR UPDATE",
+        }
+    }
+
+    fn migrator(self) -> &'static Migrator {
+        match self.0 {
+            Backend::Sqlite => &SQLITE_MIGRATOR,
+            Backend::Postgres => &POSTGRES_MIGRATOR,
+        }
+    }
+}
+
+/// A [`Store`] on SQLite or PostgreSQL.
+#[derive(Debug)]
+pub struct SqlStore {
+    pool: AnyPool,
+    dialect: Dialect,
+}
+
+impl SqlStore {
+    /// Opens a pool for `database_url` without running migrations.
+    pub async fn connect(database_url: &str) -> Result<Self, StoreError> {
+        sqlx::any::install_default_drivers();
+        match url_scheme(database_url) {
+            "sqlite" => Self::connect_sqlite(database_url).await,
+            "postgres" | "postgresql" => Self::connect_postgres(database_url).await,
+            other => Err(StoreError::UnsupportedUrl {
+                scheme: other.to_owned(),
+            }),
+        }
+    }
+
+    async fn connect_postgres(database_url: &str) -> Result<Self, StoreError> {
+        let pool = AnyPoolOptions::new()
+            .max_connections(POSTGRES_MAX_CONNECTIONS)
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .connect(database_url)
+            .await
+            .map_err(StoreError::Unavailable)?;
+        Ok(Self {
+            pool,
+            dialect: Dialect(Backend::Postgres),
+        })
+    }
+
+    async fn connect_sqlite(database_url: &str) -> Result<Self, StoreError> {
+        let in_memory = database_url.contains(":memory:") || database_url.contains("mode=memory");
+        // `sqlite://:memory:` does not parse as a URL with an empty host, so every in-memory
+        // spelling becomes the one form the Any driver accepts.
+        let url = if in_memory {
+            "sqlite::memory:".to_owned()
+        } else if database_url.contains("mode=") {
+            database_url.to_owned()
+        } else if database_url.contains('?') {
+            format!("{database_url}&mode=rwc")
+        } else {
+            format!("{database_url}?mode=rwc")
+        };
+        let options = AnyPoolOptions::new()
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .after_connect(|conn, _meta| {
+                Box::pin(async move {
+                    let pragma = sqlx::AssertSqlSafe(format!(
+                        "PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}"
+                    ));
+                    sqlx::query(pragma).execute(conn).await?;
+                    Ok(())
+                })
+            });
+        // The Any driver parses the URL per connection, and each `:memory:` connection would get
+        // its own database; one connection, never recycled, keeps one database.
+        let options = if in_memory {
+            options
+                .max_connections(1)
+                .min_connections(1)
+                .idle_timeout(None)
+                .max_lifetime(None)
+        } else {
+            options.max_connections(SQLITE_MAX_CONNECTIONS)
+        };
+        let pool = options
+            .connect(&url)
+            .await
+            .map_err(StoreError::Unavailable)?;
+        if !in_memory {
+            enable_wal(&pool).await?;
+        }
+        Ok(Self {
+            pool,
+            dialect: Dialect(Backend::Sqlite),
+        })
+    }
+
+    async fn insert_claim(&self, claim: &SettlementClaim, now: i64) -> Result<bool, StoreError> {
+        let result = sqlx::query(
+            "INSERT INTO settlements (fingerprint, state, payment_identifier, request_digest, \
+             network, payer, created_at_ms, updated_at_ms) \
+             VALUES ($1, 'in_flight', $2, $3, $4, $5, $6, $6) ON CONFLICT DO NOTHING",
+        )
+        .bind(claim.fingerprint.0.as_str())
+        .bind(claim.payment_identifier.as_deref())
+        .bind(claim.request_digest.as_str())
+        .bind(claim.network.as_str())
+        .bind(claim.payer.as_deref())
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        Ok(result.rows_affected() == 1)
+    }
+
+    /// Takes over a definitively failed settlement; `Ok(false)` if someone else got there first.
+    async fn reclaim_failed(&self, claim: &SettlementClaim, now: i64) -> Result<bool, StoreError> {
+        let result = sqlx::query(
+            "UPDATE settlements SET state = 'in_flight', payment_identifier = $2, \
+             request_digest = $3, network = $4, payer = $5, tx_hash = NULL, response_json = NULL, \
+             updated_at_ms = $6 WHERE fingerprint = $1 AND state = 'failed'",
+        )
+        .bind(claim.fingerprint.0.as_str())
+        .bind(claim.payment_identifier.as_deref())
+        .bind(claim.request_digest.as_str())
+        .bind(claim.network.as_str())
+        .bind(claim.payer.as_deref())
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        Ok(result.rows_affected() == 1)
+    }
+}
+
+/// Switches a SQLite file to WAL once; the switch needs a lock busy_timeout does not wait for,
+/// so a second pool opening the same fresh file retries briefly.
+async fn enable_wal(pool: &AnyPool) -> Result<(), StoreError> {
+    let mut attempt = 0;
+    loop {
+        let result: Result<(String,), sqlx::Error> = sqlx::query_as("PRAGMA journal_mode = WAL")
+            .fetch_one(pool)
+            .await;
+        match result {
+            Ok((mode,)) if mode.eq_ignore_ascii_case("wal") => return Ok(()),
+            Ok((mode,)) => {
+                return Err(StoreError::Corrupt(format!(
+                    "SQLite refused WAL journal mode (got {mode})"
+                )));
+            }
+            Err(error) if attempt + 1 < WAL_ATTEMPTS => {
+                tracing::debug!(error = %error, attempt, "SQLite WAL switch busy, retrying.");
+                attempt += 1;
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(error) => return Err(error.into()),
+        }
+    }
+}
+
+fn url_scheme(database_url: &str) -> &str {
+    match database_url.split_once(':') {
+        Some((scheme, _)) if scheme.chars().all(|c| c.is_ascii_alphanumeric()) => scheme,
+        _ => "<none>",
+    }
+}
+
+fn to_db_ms(ms: u64, field: &'static str) -> Result<i64, StoreError> {
+    i64::try_from(ms).map_err(|_| StoreError::OutOfRange { field })
+}
+
+fn from_db_ms(ms: i64, field: &str) -> Result<u64, StoreError> {
+    u64::try_from(ms).map_err(|_| StoreError::Corrupt(format!("negative {field}")))
+}
+
+fn is_identifier_conflict(error: &StoreError) -> bool {
+    matches!(error, StoreError::Constraint { constraint }
+        if IDENTIFIER_CONSTRAINT.iter().any(|name| constraint.contains(name)))
+}
+
+/// What the journal says about a claim whose fingerprint already has a row.
+#[derive(Debug, PartialEq, Eq)]
+enum Existing {
+    Answer(Begin),
+    /// The row is `failed`: try to take it over.
+    Reclaim,
+}
+
+/// Decides a claim against an existing row; pure, so each branch is unit-tested.
+fn judge_existing(claim: &SettlementClaim, row: SettlementRecord) -> Existing {
+    let same_identifier =
+        claim.payment_identifier.is_some() && claim.payment_identifier == row.payment_identifier;
+    if same_identifier {
+        return Existing::Answer(if row.request_digest != claim.request_digest {
+            Begin::IdentifierConflict
+        } else if row.state.is_finished() {
+            Begin::Replay(row)
+        } else {
+            Begin::InFlight(row)
+        });
+    }
+    if row.state == SettlementState::Failed {
+        return Existing::Reclaim;
+    }
+    Existing::Answer(Begin::Duplicate(row))
+}
+
+#[derive(FromRow)]
+struct SettlementRow {
+    fingerprint: String,
+    state: String,
+    payment_identifier: Option<String>,
+    request_digest: String,
+    tx_hash: Option<String>,
+    response_json: Option<String>,
+    network: String,
+    payer: Option<String>,
+    created_at_ms: i64,
+    updated_at_ms: i64,
+}
+
+impl TryFrom<SettlementRow> for SettlementRecord {
+    type Error = StoreError;
+
+    fn try_from(row: SettlementRow) -> Result<Self, StoreError> {
+        let state = SettlementState::parse(&row.state).ok_or_else(|| {
+            StoreError::Corrupt(format!("unknown settlement state {:?}", row.state))
+        })?;
+        Ok(Self {
+            fingerprint: Fingerprint(row.fingerprint),
+            state,
+            payment_identifier: row.payment_identifier,
+            request_digest: row.request_digest,
+            transaction: row.tx_hash,
+            response_json: row.response_json,
+            network: row.network,
+            payer: row.payer,
+            created_at_ms: from_db_ms(row.created_at_ms, "created_at_ms")?,
+            updated_at_ms: from_db_ms(row.updated_at_ms, "updated_at_ms")?,
+        })
+    }
+}
+
+#[derive(FromRow)]
+struct EvidenceRow {
+    seq: i64,
+    created_at_ms: i64,
+    kind: String,
+    gate: Option<String>,
+    fingerprint: Option<String>,
+    decision: String,
+    request_id: String,
+    body: String,
+    prev_hash: String,
+    hash: String,
+}
+
+impl TryFrom<EvidenceRow> for EvidenceRecord {
+    type Error = StoreError;
+
+    fn try_from(row: EvidenceRow) -> Result<Self, StoreError> {
+        Ok(Self {
+            seq: row.seq,
+            created_at_ms: from_db_ms(row.created_at_ms, "created_at_ms")?,
+            kind: row.kind,
+            gate: row.gate,
+            fingerprint: row.fingerprint,
+            decision: row.decision,
+            request_id: row.request_id,
+            body: row.body,
+            prev_hash: row.prev_hash,
+            hash: row.hash,
+        })
+    }
+}
+
+fn evidence_records(rows: Vec<EvidenceRow>) -> Result<Vec<EvidenceRecord>, StoreError> {
+    rows.into_iter().map(EvidenceRecord::try_from).collect()
+}
+
+// === impl Store for SqlStore ===
+
+#[async_trait]
+impl Store for SqlStore {
+    fn backend(&self) -> Backend {
+        self.dialect.0
+    }
+
+    async fn migrate(&self) -> Result<(), StoreError> {
+        self.dialect.migrator().run(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn begin_settlement(&self, claim: &SettlementClaim) -> Result<Begin, StoreError> {
+        let now = to_db_ms(claim.now_ms, "now_ms")?;
+        match self.insert_claim(claim, now).await {
+            Ok(true) => return Ok(Begin::Acquired),
+            Ok(false) => {}
+            Err(error) if is_identifier_conflict(&error) => return Ok(Begin::IdentifierConflict),
+            Err(error) => return Err(error),
+        }
+        let mut last_seen = None;
+        for _ in 0..RECLAIM_ATTEMPTS {
+            let Some(row) = self.settlement(&claim.fingerprint).await? else {
+                // Rows are never deleted, so the conflict was the identifier's unique index:
+                // the identifier already names a different payment.
+                return Ok(Begin::IdentifierConflict);
+            };
+            match judge_existing(claim, row.clone()) {
+                Existing::Answer(begin) => return Ok(begin),
+                Existing::Reclaim => match self.reclaim_failed(claim, now).await {
+                    Ok(true) => return Ok(Begin::Acquired),
+                    Ok(false) => last_seen = Some(row),
+                    Err(error) if is_identifier_conflict(&error) => {
+                        return Ok(Begin::IdentifierConflict);
+                    }
+                    Err(error) => return Err(error),
+                },
+            }
+        }
+        // The row kept failing and being re-claimed under us; someone else owns it now.
+        last_seen
+            .map(Begin::Duplicate)
+            .ok_or_else(|| StoreError::Corrupt("settlement re-claim made no progress".into()))
+    }
+
+    async fn finish_settlement(
+        &self,
+        fingerprint: &Fingerprint,
+        outcome: &SettlementOutcome,
+    ) -> Result<(), StoreError> {
+        let now = to_db_ms(outcome.now_ms, "now_ms")?;
+        if outcome.state != SettlementState::InFlight {
+            let result = sqlx::query(
+                "UPDATE settlements SET state = $2, tx_hash = COALESCE($3, tx_hash), \
+                 response_json = $4, updated_at_ms = $5 \
+                 WHERE fingerprint = $1 AND state IN ('in_flight', 'pending')",
+            )
+            .bind(fingerprint.0.as_str())
+            .bind(outcome.state.as_str())
+            .bind(outcome.transaction.as_deref())
+            .bind(outcome.response_json.as_str())
+            .bind(now)
+            .execute(&self.pool)
+            .await?;
+            if result.rows_affected() == 1 {
+                return Ok(());
+            }
+        }
+        match self.settlement(fingerprint).await? {
+            None => Err(StoreError::NotFound),
+            Some(row) => Err(StoreError::InvalidTransition {
+                from: row.state,
+                to: outcome.state,
+            }),
+        }
+    }
+
+    async fn settlement(
+        &self,
+        fingerprint: &Fingerprint,
+    ) -> Result<Option<SettlementRecord>, StoreError> {
+        let row: Option<SettlementRow> =
+            sqlx::query_as(select_settlements!("WHERE fingerprint = $1"))
+                .bind(fingerprint.0.as_str())
+                .fetch_optional(&self.pool)
+                .await?;
+        row.map(SettlementRecord::try_from).transpose()
+    }
+
+    async fn pending_settlements(&self, limit: u32) -> Result<Vec<SettlementRecord>, StoreError> {
+        let rows: Vec<SettlementRow> = sqlx::query_as(select_settlements!(
+            "WHERE state = 'pending' ORDER BY updated_at_ms, fingerprint LIMIT $1"
+        ))
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter().map(SettlementRecord::try_from).collect()
+    }
+
+    async fn append_evidence(&self, draft: EvidenceDraft) -> Result<EvidenceRecord, StoreError> {
+        let created_at_ms = to_db_ms(draft.created_at_ms, "created_at_ms")?;
+        let body = canonical_json(&draft.body);
+        let fingerprint = draft.fingerprint.map(|f| f.0);
+
+        let mut tx = self
+            .pool
+            .begin_with(self.dialect.begin_chain_write())
+            .await?;
+        let (head_seq, head_hash): (i64, String) = sqlx::query_as(self.dialect.select_chain_head())
+            .fetch_one(&mut *tx)
+            .await?;
+        // Pair the head row with the chain itself: the head must name the last record.
+        if head_seq > 0 {
+            let (last_hash,): (String,) =
+                sqlx::query_as("SELECT hash FROM evidence WHERE seq = $1")
+                    .bind(head_seq)
+                    .fetch_optional(&mut *tx)
+                    .await?
+                    .ok_or_else(|| {
+                        StoreError::Corrupt(format!("evidence head names missing seq {head_seq}"))
+                    })?;
+            if last_hash != head_hash {
+                return Err(StoreError::Corrupt(format!(
+                    "evidence head disagrees with record {head_seq}"
+                )));
+            }
+        }
+        let seq = head_seq
+            .checked_add(1)
+            .ok_or(StoreError::OutOfRange { field: "seq" })?;
+        let hash = record_hash(
+            &head_hash,
+            seq,
+            draft.created_at_ms,
+            &draft.kind,
+            draft.gate.as_deref(),
+            fingerprint.as_deref(),
+            &draft.decision,
+            &draft.request_id,
+            &body,
+        );
+        let row: EvidenceRow = sqlx::query_as(
+            "INSERT INTO evidence (seq, created_at_ms, kind, gate, fingerprint, decision, \
+             request_id, body, prev_hash, hash) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
+             RETURNING seq, created_at_ms, kind, gate, fingerprint, decision, request_id, body, \
+             prev_hash, hash",
+        )
+        .bind(seq)
+        .bind(created_at_ms)
+        .bind(draft.kind.as_str())
+        .bind(draft.gate.as_deref())
+        .bind(fingerprint.as_deref())
+        .bind(draft.decision.as_str())
+        .bind(draft.request_id.as_str())
+        .bind(body.as_str())
+        .bind(head_hash.as_str())
+        .bind(hash.as_str())
+        .fetch_one(&mut *tx)
+        .await?;
+        let advanced =
+            sqlx::query("UPDATE evidence_head SET seq = $1, hash = $2 WHERE id = 1 AND seq = $3")
+                .bind(seq)
+                .bind(hash.as_str())
+                .bind(head_seq)
+                .execute(&mut *tx)
+                .await?;
+        if advanced.rows_affected() != 1 {
+            // Unreachable while the head is locked; refuse rather than fork the chain.
+            return Err(StoreError::Corrupt(
+                "evidence head moved during append".into(),
+            ));
+        }
+        tx.commit().await?;
+
+        let record = EvidenceRecord::try_from(row)?;
+        debug_assert_eq!(
+            record.prev_hash, head_hash,
+            "appended record must follow the head"
+        );
+        debug_assert_eq!(
+            expected_hash(&record),
+            record.hash,
+            "stored record must verify"
+        );
+        Ok(record)
+    }
+
+    async fn evidence_after(
+        &self,
+        after_seq: i64,
+        limit: u32,
+    ) -> Result<Vec<EvidenceRecord>, StoreError> {
+        let rows: Vec<EvidenceRow> =
+            sqlx::query_as(select_evidence!("WHERE seq > $1 ORDER BY seq LIMIT $2"))
+                .bind(after_seq)
+                .bind(i64::from(limit))
+                .fetch_all(&self.pool)
+                .await?;
+        evidence_records(rows)
+    }
+
+    async fn evidence_for(
+        &self,
+        fingerprint: &Fingerprint,
+    ) -> Result<Vec<EvidenceRecord>, StoreError> {
+        let rows: Vec<EvidenceRow> = sqlx::query_as(select_evidence!(
+            "WHERE fingerprint = $1 ORDER BY seq LIMIT $2"
+        ))
+        .bind(fingerprint.0.as_str())
+        .bind(EVIDENCE_PER_PAYMENT_MAX)
+        .fetch_all(&self.pool)
+        .await?;
+        evidence_records(rows)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn claim(identifier: Option<&str>, digest: &str) -> SettlementClaim {
+        SettlementClaim {
+            fingerprint: Fingerprint("fp".into()),
+            payment_identifier: identifier.map(str::to_owned),
+            request_digest: digest.into(),
+            network: "eip155:8453".into(),
+            payer: None,
+            now_ms: 1,
+        }
+    }
+
+    fn row(state: SettlementState, identifier: Option<&str>) -> SettlementRecord {
+        SettlementRecord {
+            fingerprint: Fingerprint("fp".into()),
+            state,
+            payment_identifier: identifier.map(str::to_owned),
+            request_digest: "d".into(),
+            transaction: None,
+            response_json: None,
+            network: "eip155:8453".into(),
+            payer: None,
+            created_at_ms: 1,
+            updated_at_ms: 1,
+        }
+    }
+
+    #[test]
+    fn existing_rows_are_judged_by_identifier_then_state() {
+        use SettlementState::*;
+        // Invariant 2: only the same identifier with the same payload gets the recorded answer.
+        for state in [Settled, Failed, Pending] {
+            let r = row(state, Some("id"));
+            assert_eq!(
+                judge_existing(&claim(Some("id"), "d"), r.clone()),
+                Existing::Answer(Begin::Replay(r))
+            );
+        }
+        let r = row(InFlight, Some("id"));
+        assert_eq!(
+            judge_existing(&claim(Some("id"), "d"), r.clone()),
+            Existing::Answer(Begin::InFlight(r))
+        );
+        assert_eq!(
+            judge_existing(&claim(Some("id"), "other"), row(Settled, Some("id"))),
+            Existing::Answer(Begin::IdentifierConflict)
+        );
+        // No identifier on either side never counts as "the same identifier".
+        let r = row(Settled, None);
+        assert_eq!(
+            judge_existing(&claim(None, "d"), r.clone()),
+            Existing::Answer(Begin::Duplicate(r))
+        );
+        for identifier in [None, Some("new")] {
+            assert_eq!(
+                judge_existing(&claim(identifier, "d"), row(Failed, Some("id"))),
+                Existing::Reclaim
+            );
+            for state in [InFlight, Settled, Pending] {
+                assert!(matches!(
+                    judge_existing(&claim(identifier, "d"), row(state, Some("id"))),
+                    Existing::Answer(Begin::Duplicate(_))
+                ));
+            }
+        }
+    }
+
+    #[test]
+    fn identifier_constraint_is_recognised_on_both_backends() {
+        let pg = StoreError::Constraint {
+            constraint: "settlements_payment_identifier_key".into(),
+        };
+        let sqlite = StoreError::Constraint {
+            constraint: "UNIQUE constraint failed: settlements.payment_identifier".into(),
+        };
+        let other = StoreError::Constraint {
+            constraint: "evidence_pkey".into(),
+        };
+        assert!(is_identifier_conflict(&pg));
+        assert!(is_identifier_conflict(&sqlite));
+        assert!(!is_identifier_conflict(&other));
+    }
+
+    #[test]
+    fn url_scheme_never_returns_credentials() {
+        assert_eq!(url_scheme("postgres://u:p@h/db"), "postgres");
+        assert_eq!(url_scheme("sqlite::memory:"), "sqlite");
+        assert_eq!(url_scheme("user:secret@host"), "user");
+        assert_eq!(url_scheme("u/x:secret"), "<none>");
+        assert_eq!(url_scheme("nothing"), "<none>");
+    }
+}
