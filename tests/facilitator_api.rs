@@ -17,8 +17,8 @@ use wiremock::{Mock, MockServer, ResponseTemplate};
 #[tokio::test]
 async fn v2_verify_and_settle_are_forwarded_with_bodies_intact() {
     let upstream = test_upstream::start(Duration::ZERO).await;
-    let (db, _dir) = sqlite_url();
-    let gh = start(test_config(&db, &upstream.url)).await;
+    let db = TestDb::sqlite();
+    let gh = start(test_config(&db.url, &upstream.url)).await;
     let body = serde_json::to_vec(&v2_body(&nonce())).unwrap();
 
     let (status, verify, headers) = post_raw(&format!("http://{}/verify", gh.addr), body.clone()).await;
@@ -41,8 +41,8 @@ async fn v2_verify_and_settle_are_forwarded_with_bodies_intact() {
 #[tokio::test]
 async fn v1_verify_and_settle_are_forwarded_under_both_prefixes() {
     let upstream = test_upstream::start(Duration::ZERO).await;
-    let (db, _dir) = sqlite_url();
-    let gh = start(test_config(&db, &upstream.url)).await;
+    let db = TestDb::sqlite();
+    let gh = start(test_config(&db.url, &upstream.url)).await;
     let body = serde_json::to_vec(&v1_body(&nonce())).unwrap();
     let (status, verify, _) = post_raw(&format!("http://{}/x402/verify", gh.addr), body.clone()).await;
     assert_eq!((status, verify["isValid"].clone()), (200, json!(true)), "{verify}");
@@ -57,8 +57,8 @@ async fn v1_verify_and_settle_are_forwarded_under_both_prefixes() {
 #[tokio::test]
 async fn malformed_and_oversized_bodies_are_refused_with_json_errors() {
     let upstream = test_upstream::start(Duration::ZERO).await;
-    let (db, _dir) = sqlite_url();
-    let gh = start(test_config(&db, &upstream.url)).await;
+    let db = TestDb::sqlite();
+    let gh = start(test_config(&db.url, &upstream.url)).await;
     let url = format!("http://{}/verify", gh.addr);
 
     let (status, body, _) = post_raw(&url, b"{not json".to_vec()).await;
@@ -96,8 +96,8 @@ async fn upstream_down_at_verify_fails_closed() {
     let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let dead = format!("http://{}", closed.local_addr().unwrap());
     drop(closed);
-    let (db, _dir) = sqlite_url();
-    let gh = start(test_config(&db, &dead)).await;
+    let db = TestDb::sqlite();
+    let gh = start(test_config(&db.url, &dead)).await;
     let (status, body, _) = post_json(&format!("http://{}/verify", gh.addr), &v2_body(&nonce())).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["isValid"], false);
@@ -125,8 +125,8 @@ async fn upstream_timeout_at_settle_is_settlement_pending() {
         .expect(1)
         .mount(&upstream)
         .await;
-    let (db, _dir) = sqlite_url();
-    let mut config = test_config(&db, &upstream.uri());
+    let db = TestDb::sqlite();
+    let mut config = test_config(&db.url, &upstream.uri());
     config.upstream.settle_timeout_ms = 300;
     let gh = start(config).await;
     let body = v2_body(&nonce());
@@ -154,8 +154,8 @@ async fn upstream_5xx_at_settle_keeps_the_hash() {
         .expect(1)
         .mount(&upstream)
         .await;
-    let (db, _dir) = sqlite_url();
-    let gh = start(test_config(&db, &upstream.uri())).await;
+    let db = TestDb::sqlite();
+    let gh = start(test_config(&db.url, &upstream.uri())).await;
     let (_, body, _) = post_json(&format!("http://{}/settle", gh.addr), &v2_body(&nonce())).await;
     assert_eq!(body["errorReason"], "settlement_pending", "{body}");
     assert_eq!(body["transaction"], "0xabc123", "{body}");
@@ -194,14 +194,14 @@ async fn concurrent_identical_settles(database_url: &str) {
 /// Invariant 2: 50 concurrent identical settles → one upstream settle call, one success.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn fifty_concurrent_identical_settles_forward_once_sqlite() {
-    let (db, _dir) = sqlite_url();
+    let db = TestDb::sqlite();
     concurrent_identical_settles(&db).await;
 }
 
 /// The same on PostgreSQL.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn fifty_concurrent_identical_settles_forward_once_postgres() {
-    let db = common::pg::fresh_database().await;
+    let db = TestDb::postgres().await;
     concurrent_identical_settles(&db.url).await;
 }
 
@@ -210,8 +210,8 @@ async fn fifty_concurrent_identical_settles_forward_once_postgres() {
 #[tokio::test]
 async fn payment_identifier_retries_get_the_recorded_response() {
     let upstream = test_upstream::start(Duration::ZERO).await;
-    let (db, _dir) = sqlite_url();
-    let gh = start(test_config(&db, &upstream.url)).await;
+    let db = TestDb::sqlite();
+    let gh = start(test_config(&db.url, &upstream.url)).await;
     let url = format!("http://{}/settle", gh.addr);
     let id = "retry-key-0123456789";
     let body = v2_body_with_id(&nonce(), id);
@@ -233,8 +233,8 @@ async fn payment_identifier_retries_get_the_recorded_response() {
 #[tokio::test]
 async fn supported_is_filtered_to_checkable_networks() {
     let upstream = test_upstream::start(Duration::ZERO).await;
-    let (db, _dir) = sqlite_url();
-    let gh = start(test_config(&db, &upstream.url)).await;
+    let db = TestDb::sqlite();
+    let gh = start(test_config(&db.url, &upstream.url)).await;
     let (status, body, _) = get(&format!("http://{}/supported", gh.addr)).await;
     assert_eq!(status, 200, "{body}");
     let networks: Vec<&str> = body["kinds"]
@@ -255,8 +255,8 @@ async fn supported_is_filtered_to_checkable_networks() {
 #[tokio::test]
 async fn every_decision_leaves_verifiable_evidence() {
     let upstream = test_upstream::start(Duration::ZERO).await;
-    let (db, _dir) = sqlite_url();
-    let gh = start(test_config(&db, &upstream.url)).await;
+    let db = TestDb::sqlite();
+    let gh = start(test_config(&db.url, &upstream.url)).await;
     let body = v2_body(&nonce());
     post_json(&format!("http://{}/verify", gh.addr), &body).await;
     post_json(&format!("http://{}/settle", gh.addr), &body).await;
@@ -289,13 +289,12 @@ async fn every_decision_leaves_verifiable_evidence() {
     assert_eq!(report.records, 5);
     gh.stop().await.unwrap();
 
-    // Tamper with one record directly in the database: verification names it.
-    let pool = sqlx::SqlitePool::connect(&db).await.unwrap();
-    sqlx::query("UPDATE evidence SET body = replace(body, 'allow', 'deny') WHERE seq = 3")
-        .execute(&pool)
-        .await
-        .unwrap();
-    let store = gatehouse::store::connect(&db).await.unwrap();
+    // Tamper with one record directly in the database (dropping the append-only triggers as an
+    // attacker with database access could): verification names it.
+    db.drop_evidence_guards().await;
+    db.execute("UPDATE evidence SET body = replace(body, 'allow', 'deny') WHERE seq = 3")
+        .await;
+    let store = gatehouse::store::connect(&db.url).await.unwrap();
     let err = gatehouse::evidence::verify_store(&*store).await.unwrap_err();
     assert!(err.to_string().contains('3'), "{err}");
 }

@@ -2,8 +2,10 @@
 //! same `start()` as `main`, and a test upstream that records what it was sent.
 #![allow(dead_code)]
 
-pub mod pg;
+pub mod store;
 pub mod test_upstream;
+
+pub use store::TestDb;
 
 use std::sync::Arc;
 
@@ -146,13 +148,6 @@ pub async fn start_at(config: Config, now_ms: u64) -> (Running, Arc<ManualClock>
 /// The system clock, shared.
 pub fn system_clock() -> SharedClock {
     Arc::new(SystemClock)
-}
-
-/// A SQLite database URL in a fresh temporary directory (kept alive by the returned guard).
-pub fn sqlite_url() -> (String, tempfile::TempDir) {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let url = format!("sqlite://{}", dir.path().join("gatehouse.db").display());
-    (url, dir)
 }
 
 /// POSTs JSON and returns (status, JSON body, headers).
