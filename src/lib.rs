@@ -5,4 +5,5 @@
 pub mod chain;
 pub mod clock;
 pub mod protocol;
+pub mod upstream;
 pub mod verdict;
