@@ -37,5 +37,7 @@ async fn verify(raw: Bytes) -> Json<Value> {
 }
 
 async fn settle(raw: Bytes) -> Json<Value> {
-    Json(json!({"success": true, "transaction": "0x01", "network": "eip155:84532", "payer": payer(&raw)}))
+    Json(
+        json!({"success": true, "transaction": "0x01", "network": "eip155:84532", "payer": payer(&raw)}),
+    )
 }

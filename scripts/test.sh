@@ -32,11 +32,8 @@ ensure_postgres() {
 }
 
 ensure_postgres
-if [ -x scripts/install-anvil.sh ]; then
-  log "installing anvil"
-  scripts/install-anvil.sh
-  export PATH="$PWD/.tools/bin:$PATH"
-fi
+log "installing anvil"
+scripts/install-anvil.sh >/dev/null
 if [ -x facilitator-compat-tests/install.sh ]; then
   log "installing compat-test packages"
   facilitator-compat-tests/install.sh

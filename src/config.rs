@@ -161,7 +161,10 @@ impl Config {
                 }
                 figment = figment.merge(Toml::file_exact(p));
             }
-            None => figment = figment.merge(Toml::file_exact("gatehouse.toml")),
+            None if Path::new("gatehouse.toml").exists() => {
+                figment = figment.merge(Toml::file_exact("gatehouse.toml"));
+            }
+            None => {}
         }
         let env = env
             // GATEHOUSE_TEST_* configure the test suite, not the service.
@@ -193,10 +196,16 @@ impl Config {
             })
         };
         if self.listen.parse::<SocketAddr>().is_err() {
-            problem("listen", format!("`{}` is not an IP:port address", self.listen));
+            problem(
+                "listen",
+                format!("`{}` is not an IP:port address", self.listen),
+            );
         }
         let db = self.database_url.expose();
-        if !(db.starts_with("sqlite:") || db.starts_with("postgres://") || db.starts_with("postgresql://")) {
+        if !(db.starts_with("sqlite:")
+            || db.starts_with("postgres://")
+            || db.starts_with("postgresql://"))
+        {
             problem(
                 "database_url",
                 "must start with sqlite:, postgres:// or postgresql://".into(),
@@ -221,9 +230,18 @@ impl Config {
             );
         }
         for (name, value) in [
-            ("upstream.verify_timeout_ms", self.upstream.verify_timeout_ms),
-            ("upstream.settle_timeout_ms", self.upstream.settle_timeout_ms),
-            ("upstream.connect_timeout_ms", self.upstream.connect_timeout_ms),
+            (
+                "upstream.verify_timeout_ms",
+                self.upstream.verify_timeout_ms,
+            ),
+            (
+                "upstream.settle_timeout_ms",
+                self.upstream.settle_timeout_ms,
+            ),
+            (
+                "upstream.connect_timeout_ms",
+                self.upstream.connect_timeout_ms,
+            ),
         ] {
             if value == 0 {
                 problem(name, "must be greater than 0".into());
@@ -303,7 +321,10 @@ mod tests {
             assert_eq!(c.database_url.expose(), "postgres://db/g");
             assert_eq!(c.upstream.url, "http://127.0.0.1:7/f");
             assert_eq!(c.rules_dir, PathBuf::from("/etc/rules"));
-            assert_eq!(c.admin_token.as_ref().map(Secret::expose), Some("secret-token"));
+            assert_eq!(
+                c.admin_token.as_ref().map(Secret::expose),
+                Some("secret-token")
+            );
             assert_eq!(c.upstream.settle_timeout_ms, 200_000);
             Ok(())
         });
@@ -364,10 +385,14 @@ rpc_urls = ["http://127.0.0.1:8545"]
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("g.toml");
         std::fs::write(&path, "[upstream]\nverify_timeout_ms = \"soon\"\n").unwrap();
-        let err = Config::figment(Some(&path), no_env()).unwrap_err().to_string();
+        let err = Config::figment(Some(&path), no_env())
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("verify_timeout_ms"), "{err}");
         std::fs::write(&path, "listne = \"127.0.0.1:1\"\n").unwrap();
-        let err = Config::figment(Some(&path), no_env()).unwrap_err().to_string();
+        let err = Config::figment(Some(&path), no_env())
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("listne"), "{err}");
     }
 
@@ -379,7 +404,10 @@ rpc_urls = ["http://127.0.0.1:8545"]
             ..Config::default()
         };
         let shown = c.to_masked_toml() + &format!("{c:?}");
-        assert!(!shown.contains("hunter2") && !shown.contains("tok-123"), "{shown}");
+        assert!(
+            !shown.contains("hunter2") && !shown.contains("tok-123"),
+            "{shown}"
+        );
         assert!(shown.contains("postgres://***@db:5432/g"), "{shown}");
     }
 }

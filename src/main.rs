@@ -42,7 +42,10 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     gatehouse::telemetry::init_logging(config.log_format);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(error) => {
             eprintln!("gatehouse: cannot start the runtime: {error}");

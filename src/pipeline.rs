@@ -116,7 +116,10 @@ impl Pipeline {
             None => self.forward_verify(&mut run, &request, ctx, payer).await,
         };
         // An approval that cannot be recorded is not an approval (invariant 4).
-        if let Err(error) = self.record(&run, &request, payment.as_ref(), &response).await {
+        if let Err(error) = self
+            .record(&run, &request, payment.as_ref(), &response)
+            .await
+        {
             telemetry::evidence_failed(&error);
             if response.is_valid {
                 let reason = Reason::new(
@@ -130,7 +133,11 @@ impl Pipeline {
                 );
             }
         }
-        telemetry::decided(Gate::Verify, &run.decision_label(), run.elapsed_ms(&*self.clock));
+        telemetry::decided(
+            Gate::Verify,
+            &run.decision_label(),
+            run.elapsed_ms(&*self.clock),
+        );
         Ok(Reply::ok(response))
     }
 
@@ -177,7 +184,8 @@ impl Pipeline {
                     .and_then(|json| serde_json::from_str::<SettleResponse>(json).ok());
                 if let Some(response) = recorded {
                     run.note("replayed the recorded response for a payment-identifier retry");
-                    self.record_settle(&run, &request, Some(&payment), &response).await;
+                    self.record_settle(&run, &request, Some(&payment), &response)
+                        .await;
                     return Ok(Reply::ok(response));
                 }
                 return Err(PipelineError::SettlementInProgress(
@@ -205,7 +213,8 @@ impl Pipeline {
                 run.push(Verdict::deny(Step::Journal, reason.clone()));
                 let response =
                     settle_failure(&request, &reason, payment_payer(&payment), &network, "");
-                self.record_settle(&run, &request, Some(&payment), &response).await;
+                self.record_settle(&run, &request, Some(&payment), &response)
+                    .await;
                 return Ok(Reply::ok(response));
             }
             Err(error) => {
@@ -215,7 +224,8 @@ impl Pipeline {
                 });
                 let response =
                     settle_failure(&request, &reason, payment_payer(&payment), &network, "");
-                self.record_settle(&run, &request, Some(&payment), &response).await;
+                self.record_settle(&run, &request, Some(&payment), &response)
+                    .await;
                 return Ok(Reply::ok(response));
             }
         }
@@ -225,11 +235,16 @@ impl Pipeline {
         // in-flight journal entry and this record to say what was attempted.
         let intent = self
             .store
-            .append_evidence(run.draft("settle_forward", Some(&payment), "allow", json!({
-                "request": raw_json(&request),
-                "payment": &payment,
-                "verdicts": &run.verdicts,
-            })))
+            .append_evidence(run.draft(
+                "settle_forward",
+                Some(&payment),
+                "allow",
+                json!({
+                    "request": raw_json(&request),
+                    "payment": &payment,
+                    "verdicts": &run.verdicts,
+                }),
+            ))
             .await;
         if let Err(error) = intent {
             telemetry::evidence_failed(&error);
@@ -238,7 +253,8 @@ impl Pipeline {
                 "the evidence store is unavailable; payment not forwarded",
             );
             let response = settle_failure(&request, &reason, payment_payer(&payment), &network, "");
-            self.finish(&payment, SettlementState::Failed, None, &response).await;
+            self.finish(&payment, SettlementState::Failed, None, &response)
+                .await;
             return Ok(Reply::ok(response));
         }
 
@@ -252,11 +268,20 @@ impl Pipeline {
             let reason = Reason::new(settled.reason.clone(), settled.message.clone());
             run.push(Verdict::deny(Step::Upstream, reason));
         }
-        self.finish(&payment, settled.state, settled.transaction.clone(), &settled.response)
-            .await;
+        self.finish(
+            &payment,
+            settled.state,
+            settled.transaction.clone(),
+            &settled.response,
+        )
+        .await;
         self.record_settle(&run, &request, Some(&payment), &settled.response)
             .await;
-        telemetry::decided(Gate::Settle, state_label(settled.state), run.elapsed_ms(&*self.clock));
+        telemetry::decided(
+            Gate::Settle,
+            state_label(settled.state),
+            run.elapsed_ms(&*self.clock),
+        );
         Ok(Reply {
             status: settled.status,
             body: settled.response,
@@ -388,15 +413,20 @@ impl Pipeline {
             Gate::Verify => "verify",
             Gate::Settle => "settle",
         };
-        let draft = run.draft(kind, payment, &decision, json!({
-            "request": raw_json(request),
-            "payment": payment,
-            "verdicts": &run.verdicts,
-            "notes": &run.notes,
-            "upstream": &run.upstream,
-            "response": response,
-            "elapsed_ms": run.elapsed_ms(&*self.clock),
-        }));
+        let draft = run.draft(
+            kind,
+            payment,
+            &decision,
+            json!({
+                "request": raw_json(request),
+                "payment": payment,
+                "verdicts": &run.verdicts,
+                "notes": &run.notes,
+                "upstream": &run.upstream,
+                "response": response,
+                "elapsed_ms": run.elapsed_ms(&*self.clock),
+            }),
+        );
         self.store.append_evidence(draft).await.map(|_| ())
     }
 
@@ -507,7 +537,13 @@ impl Run {
         clock.now_ms().saturating_sub(self.started_ms)
     }
 
-    fn draft(&self, kind: &str, payment: Option<&Payment>, decision: &str, body: Value) -> EvidenceDraft {
+    fn draft(
+        &self,
+        kind: &str,
+        payment: Option<&Payment>,
+        decision: &str,
+        body: Value,
+    ) -> EvidenceDraft {
         EvidenceDraft {
             kind: kind.to_owned(),
             gate: Some(match self.gate {
@@ -686,7 +722,10 @@ fn classify_settle(
                 Err(error) if answer.status.is_client_error() => {
                     let reason = Reason::new(
                         ReasonCode::Upstream("unexpected_settle_error".into()),
-                        format!("the upstream facilitator refused the settlement ({}): {error}", answer.status),
+                        format!(
+                            "the upstream facilitator refused the settlement ({}): {error}",
+                            answer.status
+                        ),
                     );
                     Settled {
                         state: SettlementState::Failed,
@@ -700,7 +739,9 @@ fn classify_settle(
                 }
                 Err(error) => pending(
                     None,
-                    format!("the upstream facilitator's answer could not be read ({error}); the outcome is unknown and will be reconciled"),
+                    format!(
+                        "the upstream facilitator's answer could not be read ({error}); the outcome is unknown and will be reconciled"
+                    ),
                     summary,
                 ),
             }
@@ -709,7 +750,9 @@ fn classify_settle(
             let summary = upstream_summary(Err(&error));
             pending(
                 error.transaction_hint(),
-                format!("the upstream facilitator did not answer definitively ({error}); the outcome is unknown and will be reconciled"),
+                format!(
+                    "the upstream facilitator did not answer definitively ({error}); the outcome is unknown and will be reconciled"
+                ),
                 summary,
             )
         }

@@ -21,7 +21,8 @@ async fn v2_verify_and_settle_are_forwarded_with_bodies_intact() {
     let gh = start(test_config(&db.url, &upstream.url)).await;
     let body = serde_json::to_vec(&v2_body(&nonce())).unwrap();
 
-    let (status, verify, headers) = post_raw(&format!("http://{}/verify", gh.addr), body.clone()).await;
+    let (status, verify, headers) =
+        post_raw(&format!("http://{}/verify", gh.addr), body.clone()).await;
     assert_eq!(status, 200, "{verify}");
     assert_eq!(verify["isValid"], true, "{verify}");
     assert_eq!(verify["upstreamOnlyField"], "kept");
@@ -44,10 +45,19 @@ async fn v1_verify_and_settle_are_forwarded_under_both_prefixes() {
     let db = TestDb::sqlite();
     let gh = start(test_config(&db.url, &upstream.url)).await;
     let body = serde_json::to_vec(&v1_body(&nonce())).unwrap();
-    let (status, verify, _) = post_raw(&format!("http://{}/x402/verify", gh.addr), body.clone()).await;
-    assert_eq!((status, verify["isValid"].clone()), (200, json!(true)), "{verify}");
+    let (status, verify, _) =
+        post_raw(&format!("http://{}/x402/verify", gh.addr), body.clone()).await;
+    assert_eq!(
+        (status, verify["isValid"].clone()),
+        (200, json!(true)),
+        "{verify}"
+    );
     let (status, settle, _) = post_raw(&format!("http://{}/settle", gh.addr), body.clone()).await;
-    assert_eq!((status, settle["success"].clone()), (200, json!(true)), "{settle}");
+    assert_eq!(
+        (status, settle["success"].clone()),
+        (200, json!(true)),
+        "{settle}"
+    );
     assert_eq!(settle["network"], "base-sepolia");
     assert_eq!(upstream.recorded.settle_bodies.lock().await[0], body);
     gh.stop().await.unwrap();
@@ -63,19 +73,31 @@ async fn malformed_and_oversized_bodies_are_refused_with_json_errors() {
 
     let (status, body, _) = post_raw(&url, b"{not json".to_vec()).await;
     assert_eq!(status, 400, "{body}");
-    assert!(body["error"]["code"].is_string() && body["error"]["message"].is_string(), "{body}");
+    assert!(
+        body["error"]["code"].is_string() && body["error"]["message"].is_string(),
+        "{body}"
+    );
 
     let mut missing = v2_body(&nonce());
-    missing.as_object_mut().unwrap().remove("paymentRequirements");
+    missing
+        .as_object_mut()
+        .unwrap()
+        .remove("paymentRequirements");
     let (status, body, _) = post_json(&url, &missing).await;
     assert_eq!(status, 400, "{body}");
     assert_eq!(body["error"]["field"], "paymentRequirements", "{body}");
 
     let mut no_pay_to = v2_body(&nonce());
-    no_pay_to["paymentRequirements"].as_object_mut().unwrap().remove("payTo");
+    no_pay_to["paymentRequirements"]
+        .as_object_mut()
+        .unwrap()
+        .remove("payTo");
     let (status, body, _) = post_json(&url, &no_pay_to).await;
     assert_eq!(status, 400, "{body}");
-    assert_eq!(body["error"]["field"], "paymentRequirements.payTo", "{body}");
+    assert_eq!(
+        body["error"]["field"], "paymentRequirements.payTo",
+        "{body}"
+    );
 
     let deep = "[".repeat(100_000);
     let (status, body, _) = post_raw(&url, deep.into_bytes()).await;
@@ -98,11 +120,18 @@ async fn upstream_down_at_verify_fails_closed() {
     drop(closed);
     let db = TestDb::sqlite();
     let gh = start(test_config(&db.url, &dead)).await;
-    let (status, body, _) = post_json(&format!("http://{}/verify", gh.addr), &v2_body(&nonce())).await;
+    let (status, body, _) =
+        post_json(&format!("http://{}/verify", gh.addr), &v2_body(&nonce())).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["isValid"], false);
     assert_eq!(body["invalidReason"], "upstream_unavailable", "{body}");
-    assert!(body["invalidMessage"].as_str().unwrap().contains("upstream"), "{body}");
+    assert!(
+        body["invalidMessage"]
+            .as_str()
+            .unwrap()
+            .contains("upstream"),
+        "{body}"
+    );
 
     // A legacy v1 client only ever sees reasons from its enum.
     let (_, body, _) = post_json(&format!("http://{}/verify", gh.addr), &v1_body(&nonce())).await;
@@ -195,7 +224,7 @@ async fn concurrent_identical_settles(database_url: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn fifty_concurrent_identical_settles_forward_once_sqlite() {
     let db = TestDb::sqlite();
-    concurrent_identical_settles(&db).await;
+    concurrent_identical_settles(&db.url).await;
 }
 
 /// The same on PostgreSQL.
@@ -244,7 +273,10 @@ async fn supported_is_filtered_to_checkable_networks() {
         .filter_map(|k| k["network"].as_str())
         .collect();
     assert_eq!(networks, ["eip155:84532", "base-sepolia"], "{body}");
-    assert_eq!(body["signers"]["eip155:*"][0], "0x0000000000000000000000000000000000000001");
+    assert_eq!(
+        body["signers"]["eip155:*"][0],
+        "0x0000000000000000000000000000000000000001"
+    );
     let (status, _, _) = get(&format!("http://{}/x402/supported", gh.addr)).await;
     assert_eq!(status, 200);
     gh.stop().await.unwrap();
@@ -295,7 +327,9 @@ async fn every_decision_leaves_verifiable_evidence() {
     db.execute("UPDATE evidence SET body = replace(body, 'allow', 'deny') WHERE seq = 3")
         .await;
     let store = gatehouse::store::connect(&db.url).await.unwrap();
-    let err = gatehouse::evidence::verify_store(&*store).await.unwrap_err();
+    let err = gatehouse::evidence::verify_store(&*store)
+        .await
+        .unwrap_err();
     assert!(err.to_string().contains('3'), "{err}");
 }
 

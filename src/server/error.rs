@@ -39,6 +39,9 @@ pub enum ApiError {
     /// The upstream facilitator failed: 502, or 504 on a timeout.
     #[error("upstream facilitator: {0}")]
     Upstream(#[from] UpstreamError),
+    /// The upstream answered something unusable: 502.
+    #[error("upstream facilitator answered an unusable body: {0}")]
+    UpstreamBody(String),
     /// A dependency is not ready: 503.
     #[error("not ready: {0}")]
     NotReady(String),
@@ -54,8 +57,8 @@ impl ApiError {
             ApiError::BadRequest { .. } => StatusCode::BAD_REQUEST,
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Conflict { .. } => StatusCode::CONFLICT,
-            ApiError::Upstream(e) if e.is_timeout() => StatusCode::GATEWAY_TIMEOUT,
-            ApiError::Upstream(_) => StatusCode::BAD_GATEWAY,
+            ApiError::Upstream(e) if is_timeout(e) => StatusCode::GATEWAY_TIMEOUT,
+            ApiError::Upstream(_) | ApiError::UpstreamBody(_) => StatusCode::BAD_GATEWAY,
             ApiError::NotReady(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -65,12 +68,16 @@ impl ApiError {
         match self {
             ApiError::BadRequest { code, .. } | ApiError::Conflict { code, .. } => code,
             ApiError::PayloadTooLarge { .. } => "payload_too_large",
-            ApiError::Upstream(e) if e.is_timeout() => "upstream_timeout",
-            ApiError::Upstream(_) => "upstream_unavailable",
+            ApiError::Upstream(e) if is_timeout(e) => "upstream_timeout",
+            ApiError::Upstream(_) | ApiError::UpstreamBody(_) => "upstream_unavailable",
             ApiError::NotReady(_) => "not_ready",
             ApiError::Internal(_) => "internal_error",
         }
     }
+}
+
+fn is_timeout(error: &UpstreamError) -> bool {
+    matches!(error, UpstreamError::Timeout { .. })
 }
 
 impl From<PipelineError> for ApiError {

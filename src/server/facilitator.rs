@@ -72,7 +72,11 @@ async fn verify(
 ) -> Result<Response, ApiError> {
     let raw = body_bytes(body, state.config.max_body_bytes)?;
     let ctx = context(&headers);
-    let reply = detached(&state.pipeline, |p| async move { p.verify(&ctx, raw).await }).await??;
+    let reply = detached(
+        &state.pipeline,
+        |p| async move { p.verify(&ctx, raw).await },
+    )
+    .await??;
     Ok((reply.status, Json(reply.body)).into_response())
 }
 
@@ -83,7 +87,11 @@ async fn settle(
 ) -> Result<Response, ApiError> {
     let raw = body_bytes(body, state.config.max_body_bytes)?;
     let ctx = context(&headers);
-    let reply = detached(&state.pipeline, |p| async move { p.settle(&ctx, raw).await }).await??;
+    let reply = detached(
+        &state.pipeline,
+        |p| async move { p.settle(&ctx, raw).await },
+    )
+    .await??;
     Ok((reply.status, Json(reply.body)).into_response())
 }
 
@@ -92,11 +100,7 @@ async fn settle(
 async fn supported(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
     let upstream = state.pipeline.upstream().supported().await?;
     let mut supported: SupportedResponse = serde_json::from_value((*upstream).clone())
-        .map_err(|e| {
-            ApiError::Upstream(crate::upstream::UpstreamError::InvalidBody(format!(
-                "/supported: {e}"
-            )))
-        })?;
+        .map_err(|e| ApiError::UpstreamBody(format!("/supported: {e}")))?;
     let chains = state.pipeline.chains();
     supported.kinds.retain(|kind| {
         Network::resolve(&kind.network).is_ok_and(|network| chains.can_check(&network))

@@ -76,19 +76,27 @@ pub fn sign_digest(key: &PrivateKeySigner, digest: B256) -> Bytes {
 }
 
 fn anvil_binary() -> PathBuf {
-    if let Ok(p) = std::env::var("GATEHOUSE_ANVIL") {
-        return PathBuf::from(p);
-    }
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let bin = root.join(".tools/anvil/node_modules/@foundry-rs/anvil-linux-amd64/bin/anvil");
-    if !bin.exists() {
-        let status = Command::new(root.join("scripts/install-anvil.sh"))
-            .stdout(Stdio::null())
-            .status()
-            .expect("run scripts/install-anvil.sh");
-        assert!(status.success(), "scripts/install-anvil.sh failed");
-    }
-    bin
+    // Tests run in parallel: install at most once per process (scripts/test.sh installs
+    // before any test runs, so this only matters for a bare `cargo test`).
+    static BINARY: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BINARY
+        .get_or_init(|| {
+            if let Ok(p) = std::env::var("GATEHOUSE_ANVIL") {
+                return PathBuf::from(p);
+            }
+            let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+            let bin =
+                root.join(".tools/anvil/node_modules/@foundry-rs/anvil-linux-amd64/bin/anvil");
+            if !bin.exists() {
+                let status = Command::new(root.join("scripts/install-anvil.sh"))
+                    .stdout(Stdio::null())
+                    .status()
+                    .expect("run scripts/install-anvil.sh");
+                assert!(status.success(), "scripts/install-anvil.sh failed");
+            }
+            bin
+        })
+        .clone()
 }
 
 fn artifact(name: &str) -> Value {
