@@ -304,6 +304,7 @@ mod tests {
     }
 
     #[test]
+    #[allow(clippy::result_large_err)] // figment's Jail API fixes the closure's error type
     fn flat_and_nested_environment_variables_override_the_file() {
         // figment's Jail serialises environment changes, so this cannot race other tests.
         figment::Jail::expect_with(|jail| {

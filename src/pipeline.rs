@@ -109,7 +109,7 @@ impl Pipeline {
         let payer = payment.as_ref().and_then(|p| p.payer.clone());
         let mut response = match run.refusal() {
             Some(reason) => VerifyResponse::invalid(
-                &wire_reason(request.version, Gate::Verify, &reason.code),
+                wire_reason(request.version, Gate::Verify, &reason.code),
                 &reason.message,
                 payer,
             ),
@@ -127,7 +127,7 @@ impl Pipeline {
                     "the evidence store is unavailable; payment not approved",
                 );
                 response = VerifyResponse::invalid(
-                    &wire_reason(request.version, Gate::Verify, &reason.code),
+                    wire_reason(request.version, Gate::Verify, &reason.code),
                     &reason.message,
                     response.payer.clone(),
                 );
@@ -325,7 +325,7 @@ impl Pipeline {
             let reason = Reason::new(code, message);
             run.push(Verdict::deny(Step::Upstream, reason.clone()));
             VerifyResponse::invalid(
-                &wire_reason(request.version, Gate::Verify, &reason.code),
+                wire_reason(request.version, Gate::Verify, &reason.code),
                 &reason.message,
                 payer.clone(),
             )
@@ -611,7 +611,7 @@ fn settle_failure(
     transaction: &str,
 ) -> SettleResponse {
     SettleResponse::failure(
-        &wire_reason(request.version, Gate::Settle, &reason.code),
+        wire_reason(request.version, Gate::Settle, &reason.code),
         &reason.message,
         payer,
         network,

@@ -481,7 +481,7 @@ async fn a_hanging_endpoint_times_out_and_fails_closed() {
         c.rpc_timeout_ms = Some(300);
     }
     let checker = EvmChecker::new(&chains).expect("checker");
-    let started = std::time::Instant::now();
+    let started = tokio::time::Instant::now();
     let r = checker
         .check(&Pay::new(&anvil, now, signer(0)).build(), Gate::Verify, now)
         .await;
