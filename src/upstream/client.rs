@@ -103,9 +103,11 @@ impl Upstream {
             discovery: join(Endpoint::Discovery)?,
         };
         let authorization = match &cfg.authorization {
-            Some(credential) => {
-                Some(credential.header_value(env).map_err(|p| UpstreamError::Config(vec![p]))?)
-            }
+            Some(credential) => Some(
+                credential
+                    .header_value(env)
+                    .map_err(|p| UpstreamError::Config(vec![p]))?,
+            ),
             None => None,
         };
         let client = reqwest::Client::builder()
@@ -148,7 +150,14 @@ impl Upstream {
         incoming_auth: Option<&HeaderValue>,
     ) -> Result<UpstreamAnswer, UpstreamError> {
         let url = self.urls.verify.clone();
-        self.forward(Endpoint::Verify, url, body, incoming_auth, self.verify_timeout).await
+        self.forward(
+            Endpoint::Verify,
+            url,
+            body,
+            incoming_auth,
+            self.verify_timeout,
+        )
+        .await
     }
 
     /// Forwards a `/settle` body byte for byte. An error for which
@@ -159,7 +168,14 @@ impl Upstream {
         incoming_auth: Option<&HeaderValue>,
     ) -> Result<UpstreamAnswer, UpstreamError> {
         let url = self.urls.settle.clone();
-        self.forward(Endpoint::Settle, url, body, incoming_auth, self.settle_timeout).await
+        self.forward(
+            Endpoint::Settle,
+            url,
+            body,
+            incoming_auth,
+            self.settle_timeout,
+        )
+        .await
     }
 
     /// The upstream's `/supported` answer (a JSON object with a `kinds` array), served from
@@ -179,7 +195,14 @@ impl Upstream {
         let mut url = self.urls.discovery.clone();
         url.set_query(query.filter(|q| !q.is_empty()));
         let exchange = self
-            .exchange(Endpoint::Discovery, Method::GET, url, None, None, self.supported_timeout)
+            .exchange(
+                Endpoint::Discovery,
+                Method::GET,
+                url,
+                None,
+                None,
+                self.supported_timeout,
+            )
             .await?;
         json_answer(Endpoint::Discovery, exchange, self.supported_timeout)
     }
@@ -199,7 +222,14 @@ impl Upstream {
         timeout: Duration,
     ) -> Result<UpstreamAnswer, UpstreamError> {
         let exchange = self
-            .exchange(endpoint, Method::POST, url, Some(body), incoming_auth, timeout)
+            .exchange(
+                endpoint,
+                Method::POST,
+                url,
+                Some(body),
+                incoming_auth,
+                timeout,
+            )
             .await?;
         json_answer(endpoint, exchange, timeout)
     }
@@ -210,7 +240,9 @@ impl Upstream {
         let mut attempt = 1;
         loop {
             let url = self.urls.supported.clone();
-            let exchange = self.exchange(endpoint, Method::GET, url, None, None, timeout).await?;
+            let exchange = self
+                .exchange(endpoint, Method::GET, url, None, None, timeout)
+                .await?;
             let status = exchange.status;
             if status == StatusCode::TOO_MANY_REQUESTS && attempt < SUPPORTED_MAX_ATTEMPTS {
                 // 1x, then 2x the base delay (spec §1.5).
@@ -226,7 +258,11 @@ impl Upstream {
                     Ok(Some(bytes)) => serde_json::from_slice(&bytes).unwrap_or(Value::Null),
                     _ => Value::Null,
                 };
-                return Err(UpstreamError::UnexpectedStatus { endpoint, status, body });
+                return Err(UpstreamError::UnexpectedStatus {
+                    endpoint,
+                    status,
+                    body,
+                });
             }
             let answer = json_answer(endpoint, exchange, timeout)?;
             // Resource servers build their accepted kinds from this list; an answer without
@@ -268,11 +304,16 @@ impl Upstream {
         }
         if let Some(body) = body {
             request = request
-                .header(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))
+                .header(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/json"),
+                )
                 .body(body);
         }
-        let mut response =
-            request.send().await.map_err(|e| classify(e, endpoint, timeout))?;
+        let mut response = request
+            .send()
+            .await
+            .map_err(|e| classify(e, endpoint, timeout))?;
         let status = response.status();
         let location = response
             .headers()
@@ -284,7 +325,12 @@ impl Upstream {
         } else {
             read_capped(&mut response).await
         };
-        Ok(Exchange { status, location, body, elapsed_ms: elapsed_ms(started) })
+        Ok(Exchange {
+            status,
+            location,
+            body,
+            elapsed_ms: elapsed_ms(started),
+        })
     }
 }
 
@@ -292,7 +338,10 @@ impl std::fmt::Debug for Upstream {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Upstream")
             .field("base_url", &self.base_url)
-            .field("authorization", &self.authorization.as_ref().map(|_| "<redacted>"))
+            .field(
+                "authorization",
+                &self.authorization.as_ref().map(|_| "<redacted>"),
+            )
             .field("verify_timeout", &self.verify_timeout)
             .field("settle_timeout", &self.settle_timeout)
             .field("supported_timeout", &self.supported_timeout)
@@ -313,7 +362,11 @@ fn json_answer(
     if status.is_server_error() || status.is_redirection() {
         return Err(status_error(endpoint, exchange));
     }
-    let invalid = |reason: String| UpstreamError::InvalidBody { endpoint, status, reason };
+    let invalid = |reason: String| UpstreamError::InvalidBody {
+        endpoint,
+        status,
+        reason,
+    };
     if !status.is_success() && !status.is_client_error() {
         return Err(invalid("informational status is not an answer".to_owned()));
     }
@@ -327,7 +380,12 @@ fn json_answer(
     if !body.is_object() {
         return Err(invalid("not a JSON object".to_owned()));
     }
-    Ok(UpstreamAnswer { status, body, raw, elapsed_ms: exchange.elapsed_ms })
+    Ok(UpstreamAnswer {
+        status,
+        body,
+        raw,
+        elapsed_ms: exchange.elapsed_ms,
+    })
 }
 
 /// The error for a 5xx or 3xx answer. A 5xx keeps whatever body could be read, since it may
@@ -335,14 +393,23 @@ fn json_answer(
 fn status_error(endpoint: Endpoint, exchange: Exchange) -> UpstreamError {
     let status = exchange.status;
     if status.is_redirection() {
-        return UpstreamError::Redirect { endpoint, status, location: exchange.location };
+        return UpstreamError::Redirect {
+            endpoint,
+            status,
+            location: exchange.location,
+        };
     }
     let raw = match exchange.body {
         Ok(Some(raw)) => raw,
         Ok(None) | Err(_) => Bytes::new(),
     };
     let body = serde_json::from_slice(&raw).unwrap_or(Value::Null);
-    UpstreamError::ServerError { endpoint, status, body, raw }
+    UpstreamError::ServerError {
+        endpoint,
+        status,
+        body,
+        raw,
+    }
 }
 
 /// Reads the body, stopping as soon as it exceeds [`MAX_RESPONSE_BYTES`] (`Ok(None)`).
@@ -372,12 +439,21 @@ fn classify(error: reqwest::Error, endpoint: Endpoint, timeout: Duration) -> Ups
     }
     // Checked before `is_timeout`: a connect timeout is both, and nothing was sent.
     if error.is_connect() {
-        return UpstreamError::Connect { endpoint, reason: error_chain(&error) };
+        return UpstreamError::Connect {
+            endpoint,
+            reason: error_chain(&error),
+        };
     }
     if error.is_timeout() {
-        return UpstreamError::Timeout { endpoint, timeout_ms: millis(timeout) };
+        return UpstreamError::Timeout {
+            endpoint,
+            timeout_ms: millis(timeout),
+        };
     }
-    UpstreamError::Transport { endpoint, reason: error_chain(&error) }
+    UpstreamError::Transport {
+        endpoint,
+        reason: error_chain(&error),
+    }
 }
 
 /// The error and its causes on one line, for messages that outlive the error value.

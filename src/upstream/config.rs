@@ -76,12 +76,26 @@ impl UpstreamConfig {
         for (name, value, max) in [
             ("verify_timeout_ms", self.verify_timeout_ms, MAX_TIMEOUT_MS),
             ("settle_timeout_ms", self.settle_timeout_ms, MAX_TIMEOUT_MS),
-            ("supported_timeout_ms", self.supported_timeout_ms, MAX_TIMEOUT_MS),
-            ("connect_timeout_ms", self.connect_timeout_ms, MAX_CONNECT_TIMEOUT_MS),
-            ("supported_cache_ttl_secs", self.supported_cache_ttl_secs, MAX_CACHE_TTL_SECS),
+            (
+                "supported_timeout_ms",
+                self.supported_timeout_ms,
+                MAX_TIMEOUT_MS,
+            ),
+            (
+                "connect_timeout_ms",
+                self.connect_timeout_ms,
+                MAX_CONNECT_TIMEOUT_MS,
+            ),
+            (
+                "supported_cache_ttl_secs",
+                self.supported_cache_ttl_secs,
+                MAX_CACHE_TTL_SECS,
+            ),
         ] {
             if value == 0 || value > max {
-                problems.push(format!("upstream.{name} must be between 1 and {max}, got {value}"));
+                problems.push(format!(
+                    "upstream.{name} must be between 1 and {max}, got {value}"
+                ));
             }
         }
         if self.supported_retry_base_delay_ms > MAX_RETRY_BASE_DELAY_MS {
@@ -111,14 +125,19 @@ pub(crate) fn parse_base_url(raw: &str) -> Result<reqwest::Url, String> {
     let url = reqwest::Url::parse(trimmed)
         .map_err(|e| format!("upstream.url is not a valid URL ({e})"))?;
     if url.scheme() != "http" && url.scheme() != "https" {
-        return Err(format!("upstream.url must be http or https, got scheme {:?}", url.scheme()));
+        return Err(format!(
+            "upstream.url must be http or https, got scheme {:?}",
+            url.scheme()
+        ));
     }
     if url.host_str().is_none_or(str::is_empty) {
         return Err("upstream.url has no host".to_owned());
     }
     // Credentials in the URL would be logged with it; `authorization` is the place for them.
     if !url.username().is_empty() || url.password().is_some() {
-        return Err("upstream.url must not carry credentials; use upstream.authorization".to_owned());
+        return Err(
+            "upstream.url must not carry credentials; use upstream.authorization".to_owned(),
+        );
     }
     // Endpoint paths are appended to the URL, so a query or fragment would swallow them.
     if url.query().is_some() || url.fragment().is_some() {
@@ -171,7 +190,9 @@ impl Credential {
             return Err(format!("upstream.authorization: {self} is empty"));
         }
         let mut header = http::HeaderValue::from_str(value).map_err(|_| {
-            format!("upstream.authorization: {self} is not a valid header value (visible ASCII only)")
+            format!(
+                "upstream.authorization: {self} is not a valid header value (visible ASCII only)"
+            )
         })?;
         header.set_sensitive(true);
         Ok(header)
@@ -275,7 +296,10 @@ mod tests {
         let cfg = UpstreamConfig::default();
         assert_eq!(cfg.validate_with_env(&no_env), Vec::<String>::new());
         assert_eq!(cfg.url, "https://x402.org/facilitator");
-        assert!(cfg.settle_timeout_ms >= 180_000, "settle must outwait viem's receipt wait");
+        assert!(
+            cfg.settle_timeout_ms >= 180_000,
+            "settle must outwait viem's receipt wait"
+        );
         assert_eq!(cfg.supported_retry_base_delay_ms, 1_000);
     }
 

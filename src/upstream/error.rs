@@ -185,9 +185,15 @@ mod tests {
     #[test]
     fn transaction_hint_takes_only_plausible_hashes() {
         let evm = "0x".to_owned() + &"ab".repeat(32);
-        assert_eq!(server_error(json!({ "transaction": evm })).transaction_hint(), Some(evm));
+        assert_eq!(
+            server_error(json!({ "transaction": evm })).transaction_hint(),
+            Some(evm)
+        );
         let sol = "5".repeat(88);
-        assert_eq!(server_error(json!({ "transaction": sol })).transaction_hint(), Some(sol));
+        assert_eq!(
+            server_error(json!({ "transaction": sol })).transaction_hint(),
+            Some(sol)
+        );
         for body in [
             json!({ "transaction": "" }),
             json!({ "transaction": 12 }),
@@ -197,11 +203,21 @@ mod tests {
             json!("transaction"),
             serde_json::Value::Null,
         ] {
-            assert_eq!(server_error(body.clone()).transaction_hint(), None, "{body}");
+            assert_eq!(
+                server_error(body.clone()).transaction_hint(),
+                None,
+                "{body}"
+            );
         }
         let at_cap = "a".repeat(MAX_TX_HINT_LEN);
-        assert_eq!(server_error(json!({ "transaction": at_cap })).transaction_hint(), Some(at_cap));
-        let timeout = UpstreamError::Timeout { endpoint: Endpoint::Settle, timeout_ms: 1 };
+        assert_eq!(
+            server_error(json!({ "transaction": at_cap })).transaction_hint(),
+            Some(at_cap)
+        );
+        let timeout = UpstreamError::Timeout {
+            endpoint: Endpoint::Settle,
+            timeout_ms: 1,
+        };
         assert_eq!(timeout.transaction_hint(), None);
     }
 
@@ -216,7 +232,10 @@ mod tests {
         assert!(invalid(StatusCode::OK).is_unknown_outcome());
         assert!(!invalid(StatusCode::BAD_REQUEST).is_unknown_outcome());
         assert!(server_error(serde_json::Value::Null).is_unknown_outcome());
-        let connect = UpstreamError::Connect { endpoint: Endpoint::Settle, reason: String::new() };
+        let connect = UpstreamError::Connect {
+            endpoint: Endpoint::Settle,
+            reason: String::new(),
+        };
         assert!(!connect.is_unknown_outcome());
         assert!(!UpstreamError::Config(vec![]).is_unknown_outcome());
     }
