@@ -679,6 +679,29 @@ async fn supported_is_cached() {
     upstream.health().await.expect("health from the cache");
 }
 
+// Concurrent callers on a cold cache share one fetch instead of each hitting the upstream.
+#[tokio::test]
+async fn concurrent_supported_calls_share_one_fetch() {
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path("/supported"))
+        .respond_with(json_response(200, SUPPORTED).set_delay(Duration::from_millis(200)))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let upstream = client(&config_for(&server.uri()));
+    let calls: Vec<_> = (0..5)
+        .map(|_| {
+            let upstream = upstream.clone();
+            tokio::spawn(async move { upstream.supported().await })
+        })
+        .collect();
+    for call in calls {
+        let answer = call.await.expect("task");
+        assert!(answer.is_ok(), "{answer:?}");
+    }
+}
+
 // After the TTL the next call fetches again.
 #[tokio::test]
 async fn supported_cache_expires_after_ttl() {
