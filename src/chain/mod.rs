@@ -40,10 +40,6 @@ pub enum ChainError {
 #[async_trait]
 pub trait ChainChecker: Send + Sync {
     /// Checks `payment` at `gate`, with `now_secs` from the clock.
-    async fn check(
-        &self,
-        payment: &Payment,
-        gate: Gate,
-        now_secs: u64,
-    ) -> Result<Verdict, ChainError>;
+    async fn check(&self, payment: &Payment, gate: Gate, now_secs: u64)
+    -> Result<Verdict, ChainError>;
 }

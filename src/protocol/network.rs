@@ -79,9 +79,7 @@ impl FromStr for Caip2 {
             return Err(InvalidCaip2(s.to_owned()));
         };
         let ns_ok = (3..=8).contains(&ns.len())
-            && ns
-                .bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+            && ns.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
         let ref_ok = (1..=32).contains(&reference.len())
             && reference
                 .bytes()
@@ -194,14 +192,7 @@ mod tests {
 
     #[test]
     fn malformed_network_ids_are_rejected() {
-        for bad in [
-            "",
-            "base-nowhere",
-            "eip155:",
-            ":1",
-            "EIP155:1",
-            "eip155:a b",
-        ] {
+        for bad in ["", "base-nowhere", "eip155:", ":1", "EIP155:1", "eip155:a b"] {
             assert!(Network::resolve(bad).is_err(), "{bad} accepted");
         }
     }
