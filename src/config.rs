@@ -166,18 +166,21 @@ impl Config {
             }
             None => {}
         }
-        let env = env
-            // GATEHOUSE_TEST_* configure the test suite, not the service.
-            .filter(|k| !k.as_str().to_ascii_lowercase().starts_with("test_"))
-            .map(|k| {
-                let lower = k.as_str().to_ascii_lowercase();
-                let mapped = FLAT_ENV_KEYS
-                    .iter()
-                    .find(|(flat, _)| *flat == lower)
-                    .map(|(_, nested)| (*nested).to_owned())
-                    .unwrap_or_else(|| lower.replace("__", "."));
-                mapped.into()
-            });
+        // Only variables naming a real key are configuration: others sharing the prefix
+        // (GATEHOUSE_CONFIG for the CLI, GATEHOUSE_TEST_* for tests, and the
+        // GATEHOUSE_SERVICE_HOST / GATEHOUSE_PORT_* that Kubernetes injects for a Service named
+        // gatehouse) must not stop startup as unknown keys.
+        let sections = top_level_keys();
+        let env = env.filter_map(move |k| {
+            let lower = k.as_str().to_ascii_lowercase();
+            let mapped = FLAT_ENV_KEYS
+                .iter()
+                .find(|(flat, _)| *flat == lower)
+                .map(|(_, nested)| (*nested).to_owned())
+                .unwrap_or_else(|| lower.replace("__", "."));
+            let section = mapped.split('.').next().unwrap_or_default();
+            sections.contains(section).then(|| mapped.into())
+        });
         figment = figment.merge(env);
         let config: Config = figment
             .extract()
@@ -286,6 +289,14 @@ impl Config {
     }
 }
 
+/// The top-level keys of [`Config`], from its serialised default (so the list cannot drift).
+fn top_level_keys() -> std::collections::BTreeSet<String> {
+    match serde_json::to_value(Config::default()) {
+        Ok(serde_json::Value::Object(map)) => map.keys().cloned().collect(),
+        _ => std::collections::BTreeSet::new(),
+    }
+}
+
 fn is_http_url(s: &str) -> bool {
     let rest = s
         .strip_prefix("http://")
@@ -316,6 +327,9 @@ mod tests {
             jail.set_env("GATEHOUSE_ADMIN_TOKEN", "secret-token");
             jail.set_env("GATEHOUSE_UPSTREAM__SETTLE_TIMEOUT_MS", "200000");
             jail.set_env("GATEHOUSE_TEST_PG_URL", "ignored");
+            jail.set_env("GATEHOUSE_CONFIG", "ignored-by-figment.toml");
+            jail.set_env("GATEHOUSE_SERVICE_HOST", "10.0.0.1");
+            jail.set_env("GATEHOUSE_PORT", "tcp://10.0.0.1:4020");
             let c = Config::figment(Some(Path::new("g.toml")), Env::prefixed("GATEHOUSE_"))
                 .map_err(|e| e.to_string())?;
             assert_eq!(c.listen, "127.0.0.1:6000");
