@@ -11,7 +11,7 @@ use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
 
-use crate::chain::ChainConfig;
+use crate::chain::{ChainConfig, SettlementMode};
 use crate::protocol::Caip2;
 use crate::upstream::UpstreamConfig;
 
@@ -44,6 +44,8 @@ pub struct Config {
     pub upstream: UpstreamConfig,
     /// Chains keyed by CAIP-2 id, e.g. `[chains."eip155:84532"]`.
     pub chains: BTreeMap<String, ChainConfig>,
+    /// How often unknown settlement outcomes are resolved from the chain, in seconds.
+    pub reconcile_interval_secs: u64,
 }
 
 impl Default for Config {
@@ -58,6 +60,7 @@ impl Default for Config {
             request_timeout_ms: 240_000,
             upstream: UpstreamConfig::default(),
             chains: BTreeMap::new(),
+            reconcile_interval_secs: 15,
         }
     }
 }
@@ -257,6 +260,32 @@ impl Config {
                     "is not a CAIP-2 chain id such as eip155:8453".into(),
                 );
             }
+            if chain.settlement == SettlementMode::Local {
+                let key = format!("chains.\"{id}\"");
+                if !id.starts_with("eip155:") {
+                    problem(
+                        &format!("{key}.settlement"),
+                        "local settlement is only available on eip155 chains".into(),
+                    );
+                }
+                if !chain.onchain_checks || chain.rpc_urls.is_empty() {
+                    problem(
+                        &format!("{key}.settlement"),
+                        "local settlement needs onchain_checks = true and rpc_urls".into(),
+                    );
+                }
+                match (&chain.signer_key_env, &chain.signer_key_file) {
+                    (Some(_), Some(_)) => problem(
+                        &format!("{key}.signer_key_env"),
+                        "set signer_key_env or signer_key_file, not both".into(),
+                    ),
+                    (None, None) => problem(
+                        &format!("{key}.signer_key_env"),
+                        "local settlement needs signer_key_env or signer_key_file".into(),
+                    ),
+                    _ => {}
+                }
+            }
             for (i, url) in chain.rpc_urls.iter().enumerate() {
                 if !is_http_url(url) {
                     problem(
@@ -265,6 +294,9 @@ impl Config {
                     );
                 }
             }
+        }
+        if self.reconcile_interval_secs == 0 {
+            problem("reconcile_interval_secs", "must be greater than 0".into());
         }
         if problems.is_empty() {
             Ok(())

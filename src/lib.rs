@@ -8,6 +8,7 @@ pub mod config;
 pub mod evidence;
 pub mod pipeline;
 pub mod protocol;
+pub mod reconcile;
 pub mod server;
 pub mod store;
 pub mod telemetry;
