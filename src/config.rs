@@ -12,6 +12,7 @@ use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
 
 use crate::chain::ChainConfig;
+use crate::policy::PolicyConfig;
 use crate::protocol::Caip2;
 use crate::upstream::UpstreamConfig;
 
@@ -44,6 +45,8 @@ pub struct Config {
     pub upstream: UpstreamConfig,
     /// Chains keyed by CAIP-2 id, e.g. `[chains."eip155:84532"]`.
     pub chains: BTreeMap<String, ChainConfig>,
+    /// Spending policy (`[policy]`); empty checks nothing.
+    pub policy: PolicyConfig,
 }
 
 impl Default for Config {
@@ -58,6 +61,7 @@ impl Default for Config {
             request_timeout_ms: 240_000,
             upstream: UpstreamConfig::default(),
             chains: BTreeMap::new(),
+            policy: PolicyConfig::default(),
         }
     }
 }
@@ -263,6 +267,7 @@ impl Config {
                 }
             }
         }
+        problems.extend(self.policy.problems());
         if problems.is_empty() {
             Ok(())
         } else {

@@ -28,6 +28,7 @@ use crate::chain::evm::EvmChecker;
 use crate::clock::{SharedClock, SystemClock};
 use crate::config::Config;
 use crate::pipeline::Pipeline;
+use crate::policy::Policy;
 use crate::store;
 use crate::upstream::Upstream;
 
@@ -70,7 +71,10 @@ pub async fn build_state(config: Config, clock: SharedClock) -> Result<AppState,
     let store = store::connect(config.database_url.expose()).await?;
     let upstream = Arc::new(Upstream::new(&config.upstream)?);
     let chains = chain_checkers(&config)?;
-    let pipeline = Arc::new(Pipeline::new(store, upstream, chains, clock));
+    let pipeline = Arc::new(
+        Pipeline::new(store, upstream, chains, clock)
+            .with_policy(Policy::new(config.policy.clone())),
+    );
     Ok(AppState {
         pipeline,
         config: Arc::new(config),
