@@ -12,6 +12,7 @@ use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
 
 use crate::chain::{ChainConfig, SettlementMode};
+use crate::policy::PolicyConfig;
 use crate::protocol::Caip2;
 use crate::upstream::UpstreamConfig;
 
@@ -46,6 +47,8 @@ pub struct Config {
     pub chains: BTreeMap<String, ChainConfig>,
     /// How often unknown settlement outcomes are resolved from the chain, in seconds.
     pub reconcile_interval_secs: u64,
+    /// Spending policy (`[policy]`); empty checks nothing.
+    pub policy: PolicyConfig,
 }
 
 impl Default for Config {
@@ -61,6 +64,7 @@ impl Default for Config {
             upstream: UpstreamConfig::default(),
             chains: BTreeMap::new(),
             reconcile_interval_secs: 15,
+            policy: PolicyConfig::default(),
         }
     }
 }
@@ -298,6 +302,7 @@ impl Config {
         if self.reconcile_interval_secs == 0 {
             problem("reconcile_interval_secs", "must be greater than 0".into());
         }
+        problems.extend(self.policy.problems());
         if problems.is_empty() {
             Ok(())
         } else {
