@@ -29,7 +29,7 @@ const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long SQLite waits on a locked database before failing a statement.
 const SQLITE_BUSY_TIMEOUT_MS: u32 = 10_000;
 const SQLITE_MAX_CONNECTIONS: u32 = 8;
-const POSTGRES_MAX_CONNECTIONS: u32 = 10;
+const POSTGRES_MAX_CONNECTIONS: u32 = 32;
 /// Bound on re-reads when a failed settlement is re-claimed concurrently.
 const RECLAIM_ATTEMPTS: usize = 4;
 /// Bound on the records [`Store::evidence_for`] returns for one payment.
