@@ -116,7 +116,7 @@ fn invalid(msg: impl Into<String>) -> (i64, String) {
     (-32602, msg.into())
 }
 
-fn param_str<'a>(params: &'a [Value], i: usize) -> Result<&'a str, (i64, String)> {
+fn param_str(params: &[Value], i: usize) -> Result<&str, (i64, String)> {
     params
         .get(i)
         .and_then(Value::as_str)
