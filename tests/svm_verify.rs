@@ -1,6 +1,10 @@
 //! Solana `exact` verification against a real SVM: LiteSVM running the real SPL Token,
 //! Token-2022, Memo and ATA programs behind Solana JSON-RPC (svm-test-node). Every payment
 //! here is a real signed transaction; simulations run the real programs.
+//!
+//! Invariant (DESIGN.md): the chain checker approves only what it verified itself, and fails
+//! closed. Each check of spec §4.3 (and the four checks the reference SDKs skip) gets its valid
+//! case, its invalid cases and, where there is one, its boundary (price cap, instruction count).
 
 #[path = "common/svm_node.rs"]
 mod svm_node;
@@ -513,6 +517,12 @@ async fn lighthouse_and_memo_are_allowed() {
         &verdict(&w.checker(), &p).await,
         "invalid_exact_svm_payload_transaction_instructions_length",
     );
+    // The later spec's 3..=7, by configuration.
+    let seven = w.checker_with(ChainConfig {
+        max_instructions: Some(7),
+        ..w.config()
+    });
+    assert_allowed(&verdict(&seven, &p).await);
 }
 
 #[tokio::test]
