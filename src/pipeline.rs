@@ -2,17 +2,24 @@
 //! order: decode → normalise → chain → policy → risk → decide → evidence → forward. Each step
 //! returns a typed [`Verdict`]; a step that cannot run becomes a fail-closed deny here, in one
 //! place ([`Run::push_checked`]), and never a silent allow.
+//!
+//! Who settles is chosen per chain, once, by [`Settlers`]: the upstream facilitator
+//! (`settlement = "forward"`) or Gatehouse's own [`EvmSettler`] (`"local"`). Everything around
+//! that one seam (journal claim, evidence, exactly-once) is the same for both.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use bytes::Bytes;
 use http::{HeaderValue, StatusCode};
 use serde::Serialize;
-use serde_json::{Value, json};
+use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
 
-use crate::chain::ChainCheckers;
+use crate::chain::evm::settle::{EvmSettler, SettleOutcome};
+use crate::chain::{ChainCheckers, ChainError};
 use crate::clock::SharedClock;
+use crate::policy::{Hold, Policy};
 use crate::protocol::{
     DecodeError, FacilitatorRequest, Payment, SettleResponse, VerifyResponse, X402Version,
     normalise,
@@ -65,13 +72,49 @@ pub enum PipelineError {
     SettlementInProgress(String),
 }
 
+/// Who settles each chain's payments, chosen once at start from the chain's `settlement`.
+#[derive(Debug, Clone, Default)]
+pub struct Settlers {
+    local: BTreeMap<String, Arc<EvmSettler>>,
+}
+
+impl Settlers {
+    /// Payments on `network` (CAIP-2) are settled by `settler` instead of the upstream.
+    pub fn with_local(mut self, network: &str, settler: Arc<EvmSettler>) -> Self {
+        self.local.insert(network.to_owned(), settler);
+        self
+    }
+
+    /// The locally settled networks (CAIP-2) and their settlers.
+    pub fn local(&self) -> impl Iterator<Item = (&str, &Arc<EvmSettler>)> {
+        self.local.iter().map(|(id, s)| (id.as_str(), s))
+    }
+
+    fn for_payment(&self, payment: &Payment) -> Settlement<'_> {
+        match self.local.get(payment.network.caip2.as_str()) {
+            Some(settler) => Settlement::Local(settler),
+            None => Settlement::Forward,
+        }
+    }
+}
+
+/// The settlement seam: the one place forward and local settlement differ.
+enum Settlement<'a> {
+    /// The upstream facilitator verifies and settles.
+    Forward,
+    /// Gatehouse settles from its own key; the on-chain check is the only verification.
+    Local(&'a EvmSettler),
+}
+
 /// The verify and settle pipelines, shared by every request.
 #[derive(Debug, Clone)]
 pub struct Pipeline {
     store: Arc<dyn Store>,
     upstream: Arc<Upstream>,
     chains: ChainCheckers,
+    settlers: Settlers,
     clock: SharedClock,
+    policy: Arc<Policy>,
 }
 
 impl Pipeline {
@@ -86,8 +129,22 @@ impl Pipeline {
             store,
             upstream,
             chains,
+            settlers: Settlers::default(),
             clock,
+            policy: Arc::new(Policy::default()),
         }
+    }
+
+    /// Settles the chains named in `settlers` locally (default: everything is forwarded).
+    pub fn with_settlers(mut self, settlers: Settlers) -> Self {
+        self.settlers = settlers;
+        self
+    }
+
+    /// Applies a spending policy (the default checks nothing).
+    pub fn with_policy(mut self, policy: Policy) -> Self {
+        self.policy = Arc::new(policy);
+        self
     }
 
     /// Gate 1: every check, the decision recorded, then the upstream's own verify.
@@ -113,7 +170,15 @@ impl Pipeline {
                 &reason.message,
                 payer,
             ),
-            None => self.forward_verify(&mut run, &request, ctx, payer).await,
+            None => match payment.as_ref().map(|p| self.settlers.for_payment(p)) {
+                Some(Settlement::Local(_)) => {
+                    run.push(Verdict::allow(Step::Upstream).with_checked(
+                        "local settlement: no upstream verify; the on-chain check is the authority",
+                    ));
+                    VerifyResponse::valid(payer)
+                }
+                _ => self.forward_verify(&mut run, &request, ctx, payer).await,
+            },
         };
         // An approval that cannot be recorded is not an approval (invariant 4).
         if let Err(error) = self
@@ -132,6 +197,11 @@ impl Pipeline {
                     response.payer.clone(),
                 );
             }
+        }
+        if !response.is_valid
+            && let Some(payment) = &payment
+        {
+            self.release_fresh_hold(&run, payment).await;
         }
         telemetry::decided(
             Gate::Verify,
@@ -154,11 +224,20 @@ impl Pipeline {
         let payment = match (payment, run.refusal()) {
             (Some(payment), None) => payment,
             (payment, refusal) => {
+                // A payment this journal already settled is a replay: say so, rather than
+                // whatever the chain now says about its spent authorization.
+                let replay = match &payment {
+                    Some(payment) => self.journal_replay(&mut run, payment).await,
+                    None => None,
+                };
                 // `check` returns no payment only after pushing a deny, so a reason exists.
-                let reason = refusal.unwrap_or_else(|| {
+                let reason = replay.or(refusal).unwrap_or_else(|| {
                     Reason::new(ReasonCode::InvalidPayload, "the payment could not be read")
                 });
                 let payer = payment.as_ref().and_then(payment_payer);
+                if let Some(payment) = &payment {
+                    self.release_fresh_hold(&run, payment).await;
+                }
                 let response = settle_failure(&request, &reason, payer, &network, "");
                 self.record_settle(&run, &request, payment.as_ref(), &response)
                     .await;
@@ -219,6 +298,7 @@ impl Pipeline {
             }
             Err(error) => {
                 run.push_checked::<Verdict, _>(Step::Journal, Err(error));
+                self.release_fresh_hold(&run, &payment).await;
                 let reason = run.refusal().unwrap_or_else(|| {
                     Reason::new(ReasonCode::CheckUnavailable, "journal unavailable")
                 });
@@ -232,7 +312,9 @@ impl Pipeline {
         run.push(Verdict::allow(Step::Journal).with_checked("fingerprint claimed for settlement"));
 
         // Record the decision to forward before forwarding: a crash mid-flight leaves both the
-        // in-flight journal entry and this record to say what was attempted.
+        // in-flight journal entry and this record to say what was attempted (the reconciler
+        // rebuilds the payment from this record's `request`).
+        let settlement = self.settlers.for_payment(&payment);
         let intent = self
             .store
             .append_evidence(run.draft(
@@ -243,6 +325,7 @@ impl Pipeline {
                     "request": raw_json(&request),
                     "payment": &payment,
                     "verdicts": &run.verdicts,
+                    "settlement": settlement.label(),
                 }),
             ))
             .await;
@@ -255,14 +338,23 @@ impl Pipeline {
             let response = settle_failure(&request, &reason, payment_payer(&payment), &network, "");
             self.finish(&payment, SettlementState::Failed, None, &response)
                 .await;
+            self.settle_budget(&payment, SettlementState::Failed).await;
             return Ok(Reply::ok(response));
         }
 
-        let forwarded = self
-            .upstream
-            .settle(request.raw.clone(), ctx.authorization.as_ref())
-            .await;
-        let settled = classify_settle(&request, &payment, &network, forwarded);
+        let settled = match settlement {
+            Settlement::Forward => {
+                let forwarded = self
+                    .upstream
+                    .settle(request.raw.clone(), ctx.authorization.as_ref())
+                    .await;
+                classify_settle(&request, &payment, &network, forwarded)
+            }
+            Settlement::Local(settler) => {
+                let outcome = settler.settle(&payment).await;
+                classify_local(&request, &payment, &network, outcome)
+            }
+        };
         run.upstream = Some(settled.upstream.clone());
         if settled.state != SettlementState::Settled {
             let reason = Reason::new(settled.reason.clone(), settled.message.clone());
@@ -275,6 +367,7 @@ impl Pipeline {
             &settled.response,
         )
         .await;
+        self.settle_budget(&payment, settled.state).await;
         self.record_settle(&run, &request, Some(&payment), &settled.response)
             .await;
         telemetry::decided(
@@ -302,12 +395,28 @@ impl Pipeline {
         let chain = self.chains.check(&payment, run.gate, now_secs).await;
         run.push_checked(Step::Chain, chain);
         if run.allowed() {
-            // Spending policy and risk scoring plug in here (their own issues); until they are
-            // configured the evidence says plainly that nothing was checked.
-            run.push(Verdict::allow(Step::Policy).with_checked("no spending policy configured"));
+            let decision = self
+                .policy
+                .check(&*self.store, &payment, &run.request_id, self.clock.now_ms())
+                .await;
+            run.hold = decision.as_ref().map_or(Hold::None, |d| d.hold);
+            run.push_checked(Step::Policy, decision.map(|d| d.verdict));
+        }
+        if run.allowed() {
+            // Risk scoring plugs in here (its own issue); until it is configured the evidence
+            // says plainly that nothing was checked.
             run.push(Verdict::allow(Step::Risk).with_checked("no risk rules configured"));
         }
         Some(payment)
+    }
+
+    /// The duplicate-settlement reason when the journal holds a live entry for `payment`.
+    async fn journal_replay(&self, run: &mut Run, payment: &Payment) -> Option<Reason> {
+        let record = self.store.settlement(&payment.fingerprint).await.ok()??;
+        let verdict = already_settled(Some(record));
+        let reason = verdict.reasons.first().cloned()?;
+        run.push(verdict);
+        Some(reason)
     }
 
     async fn forward_verify(
@@ -442,6 +551,49 @@ impl Pipeline {
         }
     }
 
+    /// Gives back a reservation this request made, when the payment was refused after it.
+    /// A journal refusal keeps it: the hold then belongs to the settlement under way.
+    async fn release_fresh_hold(&self, run: &Run, payment: &Payment) {
+        let journal_refused = run
+            .verdicts
+            .iter()
+            .any(|v| v.step == Step::Journal && v.outcome == Outcome::Deny);
+        if run.hold != Hold::Fresh || journal_refused {
+            return;
+        }
+        let released = self
+            .store
+            .release_budget(&payment.fingerprint, self.clock.now_ms())
+            .await;
+        if let Err(error) = released {
+            // The hold lapses at the payment's expiry; until then it only over-counts.
+            tracing::warn!(fingerprint = %payment.fingerprint, %error, "could not release a policy reservation");
+        }
+    }
+
+    /// After the upstream answered: settled (or unknown, the money may have moved) commits
+    /// the payment's reservation; a definitive failure releases it.
+    async fn settle_budget(&self, payment: &Payment, state: SettlementState) {
+        if self.policy.is_empty() {
+            return;
+        }
+        let now_ms = self.clock.now_ms();
+        let result = match state {
+            SettlementState::Settled | SettlementState::Pending => {
+                self.store.commit_budget(&payment.fingerprint, now_ms).await
+            }
+            SettlementState::Failed => {
+                self.store
+                    .release_budget(&payment.fingerprint, now_ms)
+                    .await
+            }
+            SettlementState::InFlight => Ok(()),
+        };
+        if let Err(error) = result {
+            tracing::error!(fingerprint = %payment.fingerprint, %error, state = state_label(state), "could not finish a policy reservation");
+        }
+    }
+
     /// The store, for readiness checks.
     pub fn store(&self) -> &Arc<dyn Store> {
         &self.store
@@ -456,6 +608,11 @@ impl Pipeline {
     pub fn chains(&self) -> &ChainCheckers {
         &self.chains
     }
+
+    /// Who settles which chain, for `/supported`.
+    pub fn settlers(&self) -> &Settlers {
+        &self.settlers
+    }
 }
 
 /// The verdicts of one request, in step order.
@@ -466,6 +623,8 @@ struct Run {
     verdicts: Vec<Verdict>,
     notes: Vec<String>,
     upstream: Option<Value>,
+    /// Whether this request made (or found) a policy reservation.
+    hold: Hold,
 }
 
 impl Run {
@@ -477,6 +636,7 @@ impl Run {
             verdicts: Vec::new(),
             notes: Vec::new(),
             upstream: None,
+            hold: Hold::None,
         }
     }
 
@@ -586,7 +746,7 @@ fn already_settled(record: Option<crate::store::SettlementRecord>) -> Verdict {
     }
 }
 
-fn state_label(state: SettlementState) -> &'static str {
+pub(crate) fn state_label(state: SettlementState) -> &'static str {
     match state {
         SettlementState::InFlight => "in_flight",
         SettlementState::Settled => "settled",
@@ -596,7 +756,7 @@ fn state_label(state: SettlementState) -> &'static str {
 }
 
 /// The reason string a client of `version` may receive.
-fn wire_reason(version: X402Version, gate: Gate, code: &ReasonCode) -> String {
+pub(crate) fn wire_reason(version: X402Version, gate: Gate, code: &ReasonCode) -> String {
     match version {
         X402Version::V1 => code.v1_code(gate).to_owned(),
         X402Version::V2 => code.code().to_owned(),
@@ -649,6 +809,97 @@ struct Settled {
     reason: ReasonCode,
     message: String,
     upstream: Value,
+}
+
+impl Settlement<'_> {
+    fn label(&self) -> &'static str {
+        match self {
+            Settlement::Forward => "forward",
+            Settlement::Local(_) => "local",
+        }
+    }
+}
+
+/// A local settlement's outcome. `Err` means nothing was signed or sent (a definitive failure
+/// the client may retry); `Pending` keeps the hash for the reconciler (invariant 2).
+fn classify_local(
+    request: &FacilitatorRequest,
+    payment: &Payment,
+    network: &str,
+    outcome: Result<SettleOutcome, ChainError>,
+) -> Settled {
+    let payer = payment.payer.clone();
+    let not_settled = |state, reason: Reason, tx: Option<String>, summary: Value| Settled {
+        state,
+        status: StatusCode::OK,
+        response: settle_failure(
+            request,
+            &reason,
+            payer.clone(),
+            network,
+            tx.as_deref().unwrap_or(""),
+        ),
+        transaction: tx,
+        reason: reason.code,
+        message: reason.message,
+        upstream: summary,
+    };
+    match outcome {
+        Ok(SettleOutcome::Settled { tx }) => {
+            let hash = format!("{tx:#x}");
+            Settled {
+                state: SettlementState::Settled,
+                status: StatusCode::OK,
+                response: settled_response(payer.clone(), network, &hash),
+                upstream: json!({"settlement": "local", "outcome": "settled", "transaction": &hash}),
+                transaction: Some(hash),
+                reason: ReasonCode::Upstream(String::new()),
+                message: String::new(),
+            }
+        }
+        Ok(SettleOutcome::Failed { reason, tx }) => {
+            let hash = tx.map(|t| format!("{t:#x}"));
+            let summary = json!({"settlement": "local", "outcome": "failed", "transaction": &hash});
+            not_settled(SettlementState::Failed, reason, hash, summary)
+        }
+        Ok(SettleOutcome::Pending { tx, detail }) => {
+            let hash = format!("{tx:#x}");
+            let summary = json!({"settlement": "local", "outcome": "pending", "transaction": &hash, "detail": &detail});
+            let reason = Reason::new(
+                ReasonCode::SettlementPending,
+                format!("{detail}; the outcome is unknown and will be reconciled"),
+            );
+            not_settled(SettlementState::Pending, reason, Some(hash), summary)
+        }
+        Err(error) => {
+            let reason = Reason::new(
+                ReasonCode::CheckUnavailable,
+                format!("local settlement could not start; nothing was sent: {error}"),
+            );
+            let summary =
+                json!({"settlement": "local", "outcome": "not_sent", "error": error.to_string()});
+            not_settled(SettlementState::Failed, reason, None, summary)
+        }
+    }
+}
+
+/// `{success: true, payer, transaction, network}`.
+pub(crate) fn settled_response(
+    payer: Option<String>,
+    network: &str,
+    transaction: &str,
+) -> SettleResponse {
+    SettleResponse {
+        success: true,
+        error_reason: None,
+        error_message: None,
+        payer,
+        transaction: transaction.to_owned(),
+        network: network.to_owned(),
+        amount: None,
+        extensions: None,
+        other: Map::new(),
+    }
 }
 
 /// Upstream 2xx/4xx answers are definitive; a timeout, a 5xx or an unreadable 2xx body is an

@@ -4,6 +4,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -46,6 +47,21 @@ pub struct ChainConfig {
     /// does not depend on the caller. Default: the zero address.
     #[serde(default)]
     pub simulation_from: Option<String>,
+    /// Who settles payments on this chain: the upstream facilitator (`forward`, the default)
+    /// or Gatehouse itself from its own key (`local`, EVM only).
+    #[serde(default)]
+    pub settlement: SettlementMode,
+    /// Local settlement: the environment variable holding the facilitator's hex private key.
+    /// The key itself never enters the configuration, so it is never printed.
+    #[serde(default)]
+    pub signer_key_env: Option<String>,
+    /// Local settlement: a file holding the facilitator's hex private key.
+    #[serde(default)]
+    pub signer_key_file: Option<PathBuf>,
+    /// Local settlement: how long to wait for a receipt before the outcome becomes
+    /// `settlement_pending` (resolved later by the reconciler). Default: 120 s.
+    #[serde(default)]
+    pub settle_receipt_timeout_secs: Option<u64>,
     /// Solana: fee payers (base58) of the facilitator that will settle, in addition to those
     /// learned from the upstream's `/supported` (`signers["solana:*"]`, `extra.feePayer`).
     #[serde(default)]
@@ -63,6 +79,17 @@ pub struct ChainConfig {
     /// Solana: `exact` (amount == required, default) or `at_least` (the later spec).
     #[serde(default)]
     pub amount_rule: Option<svm::AmountRule>,
+}
+
+/// Who settles payments on a chain.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SettlementMode {
+    /// The upstream facilitator settles (Gatehouse forwards `/settle`).
+    #[default]
+    Forward,
+    /// Gatehouse settles on-chain itself; no upstream is needed for this chain.
+    Local,
 }
 
 /// A token known on one chain: its EIP-712 domain values and decimals.

@@ -15,8 +15,8 @@ use serde_json::Value;
 
 use super::AppState;
 use super::error::ApiError;
-use crate::pipeline::{Pipeline, RequestContext};
-use crate::protocol::{Network, SupportedResponse};
+use crate::pipeline::RequestContext;
+use crate::protocol::{Network, SupportedKind, SupportedResponse};
 
 /// The facilitator routes (mounted at `/` and at `/x402/`).
 pub fn routes() -> Router<AppState> {
@@ -52,17 +52,40 @@ fn body_bytes(body: Result<Bytes, BytesRejection>, limit_bytes: usize) -> Result
     }
 }
 
-/// Runs a pipeline call on its own task: a client that disconnects must not cancel a settle
-/// between claiming the payment and recording the outcome.
-async fn detached<T, F, Fut>(pipeline: &std::sync::Arc<Pipeline>, f: F) -> Result<T, ApiError>
-where
-    T: Send + 'static,
-    F: FnOnce(std::sync::Arc<Pipeline>) -> Fut,
-    Fut: std::future::Future<Output = T> + Send + 'static,
-{
-    tokio::spawn(f(pipeline.clone()))
+/// Which gate a facilitator call goes through.
+#[derive(Clone, Copy)]
+enum Gate {
+    Verify,
+    Settle,
+}
+
+/// Runs the pipeline for one gate on its own task: a client that disconnects must not cancel a
+/// settle between claiming the payment and recording the outcome.
+async fn run_gate(
+    gate: Gate,
+    state: AppState,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let raw = body_bytes(body, state.config.max_body_bytes)?;
+    let ctx = context(&headers);
+    let pipeline = state.pipeline.clone();
+    let task = tokio::spawn(async move {
+        match gate {
+            Gate::Verify => pipeline
+                .verify(&ctx, raw)
+                .await
+                .map(|r| (r.status, Json(r.body)).into_response()),
+            Gate::Settle => pipeline
+                .settle(&ctx, raw)
+                .await
+                .map(|r| (r.status, Json(r.body)).into_response()),
+        }
+    });
+    let reply = task
         .await
-        .map_err(|e| ApiError::Internal(format!("pipeline task failed: {e}")))
+        .map_err(|e| ApiError::Internal(format!("pipeline task failed: {e}")))?;
+    Ok(reply?)
 }
 
 async fn verify(
@@ -70,14 +93,7 @@ async fn verify(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let raw = body_bytes(body, state.config.max_body_bytes)?;
-    let ctx = context(&headers);
-    let reply = detached(
-        &state.pipeline,
-        |p| async move { p.verify(&ctx, raw).await },
-    )
-    .await??;
-    Ok((reply.status, Json(reply.body)).into_response())
+    run_gate(Gate::Verify, state, headers, body).await
 }
 
 async fn settle(
@@ -85,26 +101,66 @@ async fn settle(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let raw = body_bytes(body, state.config.max_body_bytes)?;
-    let ctx = context(&headers);
-    let reply = detached(
-        &state.pipeline,
-        |p| async move { p.settle(&ctx, raw).await },
-    )
-    .await??;
-    Ok((reply.status, Json(reply.body)).into_response())
+    run_gate(Gate::Settle, state, headers, body).await
 }
 
 /// The upstream's kinds, filtered to the networks Gatehouse can check itself; `extra`
-/// (e.g. the Solana `feePayer`) and `signers` pass through unchanged.
+/// (e.g. the Solana `feePayer`) and `signers` pass through unchanged. Locally settled chains
+/// are added (v1 and v2 `exact`) and answered even when the upstream is unreachable.
 async fn supported(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
-    let upstream = state.pipeline.upstream().supported().await?;
-    let mut supported: SupportedResponse = serde_json::from_value((*upstream).clone())
-        .map_err(|e| ApiError::UpstreamBody(format!("/supported: {e}")))?;
-    let chains = state.pipeline.chains();
-    supported.kinds.retain(|kind| {
-        Network::resolve(&kind.network).is_ok_and(|network| chains.can_check(&network))
-    });
+    let settlers = state.pipeline.settlers();
+    let has_local = settlers.local().next().is_some();
+    let mut supported = match state.pipeline.upstream().supported().await {
+        Ok(upstream) => {
+            let mut supported: SupportedResponse = serde_json::from_value((*upstream).clone())
+                .map_err(|e| ApiError::UpstreamBody(format!("/supported: {e}")))?;
+            let chains = state.pipeline.chains();
+            supported.kinds.retain(|kind| {
+                Network::resolve(&kind.network).is_ok_and(|network| chains.can_check(&network))
+            });
+            supported
+        }
+        Err(error) if has_local => {
+            tracing::warn!(%error, "Upstream /supported unavailable; listing local chains only.");
+            SupportedResponse {
+                kinds: Vec::new(),
+                extensions: Vec::new(),
+                signers: serde_json::Map::new(),
+                other: serde_json::Map::new(),
+            }
+        }
+        Err(error) => return Err(error.into()),
+    };
+    for (caip2, settler) in settlers.local() {
+        let v1 = Network::resolve(caip2).ok().and_then(|n| n.v1_name());
+        let wanted = [(2u8, Some(caip2)), (1u8, v1)];
+        for (version, network) in wanted {
+            let Some(network) = network else { continue };
+            let listed = supported
+                .kinds
+                .iter()
+                .any(|k| k.x402_version == version && k.scheme == "exact" && k.network == network);
+            if !listed {
+                supported.kinds.push(SupportedKind {
+                    x402_version: version,
+                    scheme: "exact".to_owned(),
+                    network: network.to_owned(),
+                    extra: None,
+                    other: serde_json::Map::new(),
+                });
+            }
+        }
+        let address = Value::String(format!("{:#x}", settler.address()));
+        let signers = supported
+            .signers
+            .entry("eip155:*")
+            .or_insert_with(|| Value::Array(Vec::new()));
+        if let Value::Array(list) = signers
+            && !list.contains(&address)
+        {
+            list.push(address);
+        }
+    }
     serde_json::to_value(supported)
         .map(Json)
         .map_err(|e| ApiError::Internal(e.to_string()))

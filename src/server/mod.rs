@@ -23,11 +23,19 @@ use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
-use crate::chain::ChainCheckers;
+use std::collections::BTreeMap;
+
+use alloy::primitives::B256;
+use alloy::signers::local::PrivateKeySigner;
+
 use crate::chain::evm::EvmChecker;
+use crate::chain::evm::settle::EvmSettler;
+use crate::chain::{ChainCheckers, ChainConfig, SettlementMode};
 use crate::clock::{SharedClock, SystemClock};
-use crate::config::Config;
-use crate::pipeline::Pipeline;
+use crate::config::{Config, ConfigError, ConfigProblem};
+use crate::pipeline::{Pipeline, Settlers};
+use crate::policy::Policy;
+use crate::reconcile::Reconciler;
 use crate::store;
 use crate::upstream::Upstream;
 
@@ -38,6 +46,8 @@ pub struct AppState {
     pub pipeline: Arc<Pipeline>,
     /// The effective configuration.
     pub config: Arc<Config>,
+    /// Resolves unknown settlement outcomes from the chain (run periodically by [`start`]).
+    pub reconciler: Arc<Reconciler>,
 }
 
 /// Starting the server failed.
@@ -70,11 +80,93 @@ pub async fn build_state(config: Config, clock: SharedClock) -> Result<AppState,
     let store = store::connect(config.database_url.expose()).await?;
     let upstream = Arc::new(Upstream::new(&config.upstream)?);
     let chains = chain_checkers(&config)?;
-    let pipeline = Arc::new(Pipeline::new(store, upstream, chains, clock));
+    let (settlers, readers) = settlers(&config)?;
+    let reconciler = Arc::new(Reconciler::new(store.clone(), readers, clock.clone()));
+    let pipeline = Arc::new(
+        Pipeline::new(store, upstream, chains, clock)
+            .with_settlers(settlers)
+            .with_policy(Policy::new(config.policy.clone())),
+    );
     Ok(AppState {
         pipeline,
         config: Arc::new(config),
+        reconciler,
     })
+}
+
+/// Default wait for a local settlement's receipt before it becomes `settlement_pending`.
+const DEFAULT_RECEIPT_TIMEOUT_SECS: u64 = 120;
+
+/// The local settlers (chains with `settlement = "local"`), and a chain reader for every EVM
+/// chain with RPC, so the reconciler can resolve forward-mode settlements too.
+fn settlers(config: &Config) -> Result<(Settlers, BTreeMap<String, Arc<EvmSettler>>), StartError> {
+    let mut settlers = Settlers::default();
+    let mut readers = BTreeMap::new();
+    for (id, chain) in &config.chains {
+        if !id.starts_with("eip155:") || !chain.onchain_checks || chain.rpc_urls.is_empty() {
+            continue;
+        }
+        let one = BTreeMap::from([(id.clone(), chain.clone())]);
+        let timeout = Duration::from_secs(
+            chain
+                .settle_receipt_timeout_secs
+                .unwrap_or(DEFAULT_RECEIPT_TIMEOUT_SECS),
+        );
+        let signer = match chain.settlement {
+            SettlementMode::Local => load_signer(id, chain)
+                .map_err(|problem| StartError::Config(ConfigError::Invalid(vec![problem])))?,
+            // Reconciliation only reads the chain; this key never signs anything.
+            SettlementMode::Forward => PrivateKeySigner::from_bytes(&B256::with_last_byte(1))
+                .map_err(|e| StartError::Chain(e.to_string()))?,
+        };
+        let settler = Arc::new(
+            EvmSettler::new(&one, signer, timeout).map_err(|e| StartError::Chain(e.to_string()))?,
+        );
+        if chain.settlement == SettlementMode::Local {
+            tracing::info!(chain = %id, address = %settler.address(), "Settling locally.");
+            settlers = settlers.with_local(id, settler.clone());
+        }
+        readers.insert(id.clone(), settler);
+    }
+    Ok((settlers, readers))
+}
+
+/// Reads the facilitator key of a local chain. Errors name the configuration key, never the
+/// key material.
+fn load_signer(id: &str, chain: &ChainConfig) -> Result<PrivateKeySigner, ConfigProblem> {
+    let problem = |field: &str, message: String| ConfigProblem {
+        key: format!("chains.\"{id}\".{field}"),
+        message,
+    };
+    let (field, text) = match (&chain.signer_key_env, &chain.signer_key_file) {
+        (Some(var), _) => (
+            "signer_key_env",
+            std::env::var(var).map_err(|_| {
+                problem(
+                    "signer_key_env",
+                    format!("environment variable {var} is not set"),
+                )
+            })?,
+        ),
+        (None, Some(path)) => (
+            "signer_key_file",
+            std::fs::read_to_string(path).map_err(|e| {
+                problem(
+                    "signer_key_file",
+                    format!("cannot read {}: {}", path.display(), e.kind()),
+                )
+            })?,
+        ),
+        (None, None) => {
+            return Err(problem(
+                "signer_key_env",
+                "local settlement needs signer_key_env or signer_key_file".into(),
+            ));
+        }
+    };
+    text.trim()
+        .parse::<PrivateKeySigner>()
+        .map_err(|_| problem(field, "is not a 32-byte hex secp256k1 private key".into()))
 }
 
 fn chain_checkers(config: &Config) -> Result<ChainCheckers, StartError> {
@@ -137,11 +229,19 @@ pub struct Running {
     pub state: AppState,
     shutdown: Option<oneshot::Sender<()>>,
     task: tokio::task::JoinHandle<std::io::Result<()>>,
+    reconcile_task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.reconcile_task.abort();
+    }
 }
 
 impl Running {
     /// Stops accepting, drains in-flight requests, and waits for the server to end.
     pub async fn stop(mut self) -> std::io::Result<()> {
+        self.reconcile_task.abort();
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }
@@ -152,8 +252,8 @@ impl Running {
     }
 
     /// Waits until the server ends (on its own or after `stop`).
-    pub async fn wait(self) -> std::io::Result<()> {
-        self.task.await.map_err(std::io::Error::other)?
+    pub async fn wait(mut self) -> std::io::Result<()> {
+        (&mut self.task).await.map_err(std::io::Error::other)?
     }
 }
 
@@ -184,11 +284,16 @@ pub async fn start_with_clock(config: Config, clock: SharedClock) -> Result<Runn
             })
             .await
     });
+    let reconcile_task = state
+        .reconciler
+        .clone()
+        .spawn(Duration::from_secs(state.config.reconcile_interval_secs));
     tracing::info!(%addr, "Gatehouse listening.");
     Ok(Running {
         addr,
         state,
         shutdown: Some(tx),
         task,
+        reconcile_task,
     })
 }
