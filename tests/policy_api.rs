@@ -360,7 +360,7 @@ async fn two_replicas_admit_exactly_the_cap_under_concurrency() {
     config.upstream.verify_timeout_ms = 60_000;
     config.upstream.settle_timeout_ms = 60_000;
     config.request_timeout_ms = 120_000;
-    let started = std::time::Instant::now();
+    let started = tokio::time::Instant::now();
     let (a, _clock_a) = start_at(config.clone(), LATE_EVENING_MS).await;
     let (b, _clock_b) = start_at(config, LATE_EVENING_MS).await;
     let addrs = Arc::new([a.addr, b.addr]);
