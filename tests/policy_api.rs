@@ -15,9 +15,9 @@ use serde_json::{Value, json};
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
-/// 2026-11-21 23:00:00 UTC.
+/// 2026-11-27 23:00:00 UTC.
 const LATE_EVENING_MS: u64 = 1_795_820_400_000;
-/// 2026-11-22 00:00:00 UTC.
+/// 2026-11-28 00:00:00 UTC.
 const MIDNIGHT_MS: u64 = 1_795_824_000_000;
 const OTHER_PAY_TO: &str = "0x1111111111111111111111111111111111111111";
 
@@ -117,7 +117,8 @@ async fn daily_cap_resets_at_midnight_utc() {
     let answer = verify(&gh.addr, &third).await;
     assert_eq!(answer["invalidReason"], "policy_cap_exceeded", "{answer}");
     clock.set_ms(MIDNIGHT_MS);
-    assert_eq!(verify(&gh.addr, &third).await["isValid"], true);
+    let answer = verify(&gh.addr, &third).await;
+    assert_eq!(answer["isValid"], true, "{answer}");
     assert_eq!(settle(&gh.addr, &third).await["success"], true);
     assert_eq!(upstream.recorded.settle_calls.load(Ordering::SeqCst), 3);
     gh.stop().await.unwrap();

@@ -480,10 +480,12 @@ mod tests {
 
     #[test]
     fn months_follow_the_calendar() {
-        // 2026-11-21 is day 20413; 2026-12-01 is 20423; 2024-02-29 is 19782.
-        assert_eq!(civil_month(20_413), (2026, 10));
-        assert_eq!(civil_month(20_423), (2026, 11));
-        assert_eq!(civil_month(20_422), (2026, 10));
+        // 2026-11-21 is day 20778; 2026-12-01 is 20788; 2024-02-29 is 19782.
+        assert_eq!(civil_month(20_778), (2026, 10));
+        assert_eq!(civil_month(20_788), (2026, 11));
+        assert_eq!(civil_month(20_787), (2026, 10));
+        assert_eq!(window("month", 20_788 * DAY_MS), 2026 * 12 + 11);
+        assert_eq!(window("day", 20_788 * DAY_MS - 1), 20_787);
         assert_eq!(civil_month(19_782), (2024, 1));
         assert_eq!(civil_month(0), (1970, 0));
     }
