@@ -609,17 +609,19 @@ impl Store for SqlStore {
             sweep_expired(&mut tx, &counter.key, now).await?;
         }
         // With every touched counter locked and swept, the payment's own holds are current.
-        let (live,): (i64,) = sqlx::query_as(
-            "SELECT COUNT(*) FROM policy_holds WHERE fingerprint = $1 \
-             AND state IN ('reserved', 'committed')",
-        )
-        .bind(fingerprint)
-        .fetch_one(&mut *tx)
-        .await?;
-        if live > 0 {
+        let states: Vec<(String,)> =
+            sqlx::query_as("SELECT state FROM policy_holds WHERE fingerprint = $1")
+                .bind(fingerprint)
+                .fetch_all(&mut *tx)
+                .await?;
+        if states
+            .iter()
+            .any(|(state,)| state == "reserved" || state == "committed")
+        {
             tx.commit().await?;
             return Ok(Reserve::AlreadyHeld);
         }
+        let lapsed = states.iter().any(|(state,)| state == "expired");
         for counter in &counters {
             let took = sqlx::query(
                 "UPDATE policy_counters SET reserved = reserved + $2, updated_at_ms = $4 \
@@ -662,15 +664,17 @@ impl Store for SqlStore {
             .execute(&mut *tx)
             .await?;
         }
-        // Lapsed holds of this payment on counters it no longer touches are superseded.
-        sqlx::query(
-            "UPDATE policy_holds SET state = 'released', updated_at_ms = $2 \
-             WHERE fingerprint = $1 AND state = 'expired'",
-        )
-        .bind(fingerprint)
-        .bind(now)
-        .execute(&mut *tx)
-        .await?;
+        if lapsed {
+            // Lapsed holds of this payment on counters it no longer touches are superseded.
+            sqlx::query(
+                "UPDATE policy_holds SET state = 'released', updated_at_ms = $2 \
+                 WHERE fingerprint = $1 AND state = 'expired'",
+            )
+            .bind(fingerprint)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        }
         tx.commit().await?;
         Ok(Reserve::Reserved)
     }
@@ -731,36 +735,36 @@ impl Store for SqlStore {
 
 type AnyTx<'c> = sqlx::Transaction<'c, sqlx::Any>;
 
-/// Creates the counter if missing and takes its row lock until commit (PostgreSQL; SQLite's
-/// `BEGIN IMMEDIATE` already serialises writers).
+/// Creates the counter if missing and takes its row lock until commit, in one upsert
+/// (PostgreSQL locks the row it inserts or updates; SQLite's `BEGIN IMMEDIATE` already
+/// serialises writers).
 async fn lock_counter(tx: &mut AnyTx<'_>, key: &str, now: i64) -> Result<(), StoreError> {
     sqlx::query(
         "INSERT INTO policy_counters (counter_key, used, reserved, updated_at_ms) \
-         VALUES ($1, 0, 0, $2) ON CONFLICT (counter_key) DO NOTHING",
+         VALUES ($1, 0, 0, $2) \
+         ON CONFLICT (counter_key) DO UPDATE SET updated_at_ms = excluded.updated_at_ms",
     )
     .bind(key)
     .bind(now)
     .execute(&mut **tx)
     .await?;
-    sqlx::query("UPDATE policy_counters SET updated_at_ms = $2 WHERE counter_key = $1")
-        .bind(key)
-        .bind(now)
-        .execute(&mut **tx)
-        .await?;
     Ok(())
 }
 
 /// Gives back holds on `key` whose payment lifetime has passed. Runs under the counter's lock,
 /// and every statement reads the latest committed holds, so the sum is exact.
 async fn sweep_expired(tx: &mut AnyTx<'_>, key: &str, now: i64) -> Result<(), StoreError> {
-    let (expired,): (i64,) = sqlx::query_as(
-        "SELECT CAST(COALESCE(SUM(amount), 0) AS BIGINT) FROM policy_holds \
+    let (count, expired): (i64, i64) = sqlx::query_as(
+        "SELECT COUNT(*), CAST(COALESCE(SUM(amount), 0) AS BIGINT) FROM policy_holds \
          WHERE counter_key = $1 AND state = 'reserved' AND expires_at_ms <= $2",
     )
     .bind(key)
     .bind(now)
     .fetch_one(&mut **tx)
     .await?;
+    if count == 0 {
+        return Ok(());
+    }
     if expired > 0 {
         sqlx::query("UPDATE policy_counters SET reserved = reserved - $2 WHERE counter_key = $1")
             .bind(key)
