@@ -255,6 +255,37 @@ async fn discovered_endpoints_get_default_limits() {
     gh.stop().await.unwrap();
 }
 
+/// A second, different payment from the same payer to the same endpoint inside the window is
+/// refused; the same payment again is not a duplicate; after the window it is allowed.
+#[tokio::test]
+async fn duplicate_payments_within_the_window_are_refused() {
+    let upstream = test_upstream::start(Duration::ZERO).await;
+    let db = TestDb::sqlite();
+    let policy = PolicyConfig {
+        duplicate_window_secs: Some(30),
+        ..PolicyConfig::default()
+    };
+    let (gh, clock) = start_at(
+        policy_config(&db.url, &upstream.url, policy),
+        LATE_EVENING_MS,
+    )
+    .await;
+    let first = v2_body(&nonce());
+    assert_eq!(verify(&gh.addr, &first).await["isValid"], true);
+    assert_eq!(settle(&gh.addr, &first).await["success"], true);
+    let second = v2_body(&nonce());
+    clock.advance_ms(29_000);
+    let answer = verify(&gh.addr, &second).await;
+    assert_eq!(
+        answer["invalidReason"], "policy_duplicate_payment",
+        "{answer}"
+    );
+    clock.advance_ms(1_000);
+    assert_eq!(verify(&gh.addr, &second).await["isValid"], true);
+    assert_eq!(settle(&gh.addr, &second).await["success"], true);
+    gh.stop().await.unwrap();
+}
+
 /// A failed settle releases the reservation its verify made, so the budget is not lost.
 #[tokio::test]
 async fn failed_settle_releases_the_reservation() {

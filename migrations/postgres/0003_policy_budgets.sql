@@ -31,3 +31,11 @@ CREATE TABLE policy_endpoints (
     source        TEXT   NOT NULL CHECK (source IN ('config', 'first_use')),
     created_at_ms BIGINT NOT NULL
 );
+
+-- Duplicate detection: the last payment per (payer, endpoint); another payment from the same
+-- payer to the same endpoint within the configured window is refused.
+CREATE TABLE policy_recent (
+    payer_endpoint TEXT NOT NULL PRIMARY KEY,
+    fingerprint    TEXT NOT NULL,
+    seen_at_ms     BIGINT NOT NULL
+);

@@ -125,12 +125,17 @@ pub struct PolicyConfig {
     pub payers: Vec<Rule>,
     /// Defaults for endpoints not listed in `endpoints`.
     pub discovery: Discovery,
+    /// A second, different payment from the same payer to the same endpoint within this many
+    /// seconds is refused as a duplicate. Unset: no duplicate detection.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub duplicate_window_secs: Option<u64>,
 }
 
 impl PolicyConfig {
     /// Whether anything is configured at all (an empty section checks nothing).
     pub fn is_empty(&self) -> bool {
         self.global == Rule::default()
+            && self.duplicate_window_secs.is_none()
             && self.endpoints.is_empty()
             && self.payees.is_empty()
             && self.payers.is_empty()

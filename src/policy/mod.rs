@@ -156,6 +156,9 @@ impl Policy {
             }
         }
         if plan.counters.is_empty() {
+            if let Some(reason) = self.duplicate(store, payment, &plan, now_ms).await? {
+                return Ok(deny(reason));
+            }
             let mut verdict = Verdict::allow(Step::Policy);
             verdict.checked = checked;
             return Ok(PolicyDecision {
@@ -179,6 +182,12 @@ impl Policy {
                 cap,
             } => return Ok(deny(exceeded(&key, used, reserved, cap))),
         };
+        if let Some(reason) = self.duplicate(store, payment, &plan, now_ms).await? {
+            if hold == Hold::Fresh {
+                store.release_budget(&payment.fingerprint, now_ms).await?;
+            }
+            return Ok(deny(reason));
+        }
         checked.push(format!(
             "reserved against {} cap(s): {}",
             plan.counters.len(),
@@ -191,6 +200,38 @@ impl Policy {
         let mut verdict = Verdict::allow(Step::Policy);
         verdict.checked = checked;
         Ok(PolicyDecision { verdict, hold })
+    }
+
+    /// Refuses a different payment from the same payer to the same endpoint within the
+    /// configured window (checked after the reservation, so a refused payment leaves no mark).
+    async fn duplicate(
+        &self,
+        store: &dyn Store,
+        payment: &Payment,
+        plan: &Plan,
+        now_ms: u64,
+    ) -> Result<Option<Reason>, StoreError> {
+        let (Some(window_secs), Some(payer), Some(endpoint)) = (
+            self.config.duplicate_window_secs,
+            payment.payer.as_deref(),
+            plan.endpoint.as_deref(),
+        ) else {
+            return Ok(None);
+        };
+        let key = format!("{}|{endpoint}", norm(payer));
+        let window_ms = window_secs.saturating_mul(1000);
+        if store
+            .note_recent(&key, &payment.fingerprint, window_ms, now_ms)
+            .await?
+        {
+            return Ok(None);
+        }
+        Ok(Some(Reason::new(
+            ReasonCode::Policy("policy_duplicate_payment"),
+            format!(
+                "payer {payer} already paid for {endpoint} within the last {window_secs} s; a second payment is refused as a duplicate"
+            ),
+        )))
     }
 
     /// The static decision: refuses on lists, assets, networks and per-request maxima, and

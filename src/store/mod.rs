@@ -106,6 +106,17 @@ pub trait Store: Send + Sync + fmt::Debug {
 
     /// Pins `pay_to` for `endpoint` unless one is pinned already; returns the pin in force.
     async fn pin_endpoint(&self, pin: &EndpointPin) -> Result<PinOutcome, StoreError>;
+
+    /// Records `fingerprint` as the latest payment for `key` (payer and endpoint) unless a
+    /// different payment was recorded for it after `now_ms - window_ms`; atomically. Returns
+    /// whether it was recorded (false: a duplicate within the window).
+    async fn note_recent(
+        &self,
+        key: &str,
+        fingerprint: &Fingerprint,
+        window_ms: u64,
+        now_ms: u64,
+    ) -> Result<bool, StoreError>;
 }
 
 /// One cap a payment must fit under.

@@ -731,6 +731,33 @@ impl Store for SqlStore {
             created: inserted.rows_affected() == 1,
         })
     }
+
+    async fn note_recent(
+        &self,
+        key: &str,
+        fingerprint: &Fingerprint,
+        window_ms: u64,
+        now_ms: u64,
+    ) -> Result<bool, StoreError> {
+        let now = to_db_ms(now_ms, "now_ms")?;
+        let since = now.saturating_sub(to_db_ms(window_ms, "window_ms")?);
+        // One upsert decides: a new key, the same payment again, or an entry older than the
+        // window is (re)written; anything else is a duplicate and changes nothing.
+        let written = sqlx::query(
+            "INSERT INTO policy_recent (payer_endpoint, fingerprint, seen_at_ms) \
+             VALUES ($1, $2, $3) ON CONFLICT (payer_endpoint) DO UPDATE \
+             SET fingerprint = excluded.fingerprint, seen_at_ms = excluded.seen_at_ms \
+             WHERE policy_recent.fingerprint = excluded.fingerprint \
+             OR policy_recent.seen_at_ms <= $4",
+        )
+        .bind(key)
+        .bind(fingerprint.0.as_str())
+        .bind(now)
+        .bind(since)
+        .execute(&self.pool)
+        .await?;
+        Ok(written.rows_affected() == 1)
+    }
 }
 
 type AnyTx<'c> = sqlx::Transaction<'c, sqlx::Any>;
