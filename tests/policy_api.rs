@@ -286,6 +286,87 @@ async fn duplicate_payments_within_the_window_are_refused() {
     gh.stop().await.unwrap();
 }
 
+/// Circuit breaker per payer and endpoint: three consecutive violations open it (even a good
+/// payment is then refused), the cooldown half-opens it, a violation while half-open re-opens
+/// it, a success closes it, and an admin reset closes it at once.
+#[tokio::test]
+async fn circuit_breaker_opens_half_opens_and_resets() {
+    let upstream = test_upstream::start(Duration::ZERO).await;
+    let db = TestDb::sqlite();
+    let mut policy = PolicyConfig {
+        global: Rule {
+            block_recipients: vec![OTHER_PAY_TO.into()],
+            ..Rule::default()
+        },
+        breaker: Some(gatehouse::policy::BreakerConfig {
+            threshold: 3,
+            cooldown_secs: 60,
+        }),
+        ..PolicyConfig::default()
+    };
+    policy.discovery.enabled = false;
+    let (gh, clock) = start_at(
+        policy_config(&db.url, &upstream.url, policy),
+        LATE_EVENING_MS,
+    )
+    .await;
+    let good = || v2_body(&nonce());
+    let bad = || body_paying(&nonce(), OTHER_PAY_TO);
+    assert_eq!(verify(&gh.addr, &good()).await["isValid"], true);
+    for _ in 0..3 {
+        let answer = verify(&gh.addr, &bad()).await;
+        assert_eq!(
+            answer["invalidReason"], "policy_recipient_blocked",
+            "{answer}"
+        );
+    }
+    let answer = verify(&gh.addr, &good()).await;
+    assert_eq!(answer["invalidReason"], "policy_circuit_open", "{answer}");
+
+    // Cooldown → half-open; a violation re-opens at once.
+    clock.advance_ms(60_000);
+    let answer = verify(&gh.addr, &bad()).await;
+    assert_eq!(
+        answer["invalidReason"], "policy_recipient_blocked",
+        "{answer}"
+    );
+    let answer = verify(&gh.addr, &good()).await;
+    assert_eq!(answer["invalidReason"], "policy_circuit_open", "{answer}");
+
+    // Cooldown → half-open; a success closes it, so one violation no longer opens it.
+    clock.advance_ms(60_000);
+    assert_eq!(verify(&gh.addr, &good()).await["isValid"], true);
+    assert_eq!(
+        verify(&gh.addr, &bad()).await["invalidReason"],
+        "policy_recipient_blocked"
+    );
+    assert_eq!(verify(&gh.addr, &good()).await["isValid"], true);
+
+    // Open it again, then an admin reset closes it without waiting.
+    for _ in 0..3 {
+        verify(&gh.addr, &bad()).await;
+    }
+    assert_eq!(
+        verify(&gh.addr, &good()).await["invalidReason"],
+        "policy_circuit_open"
+    );
+    let store = gh.state.pipeline.store().clone();
+    let policy = gatehouse::policy::Policy::default();
+    let now = LATE_EVENING_MS + 120_000;
+    for subject in [
+        format!("payer:{PAYER}"),
+        "endpoint:api.example.com/premium".to_owned(),
+    ] {
+        assert_eq!(
+            store.breaker(&subject).await.unwrap().unwrap().state,
+            "open"
+        );
+        assert!(policy.reset_breaker(&*store, &subject, now).await.unwrap());
+    }
+    assert_eq!(verify(&gh.addr, &good()).await["isValid"], true);
+    gh.stop().await.unwrap();
+}
+
 /// A failed settle releases the reservation its verify made, so the budget is not lost.
 #[tokio::test]
 async fn failed_settle_releases_the_reservation() {

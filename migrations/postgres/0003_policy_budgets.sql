@@ -39,3 +39,13 @@ CREATE TABLE policy_recent (
     fingerprint    TEXT NOT NULL,
     seen_at_ms     BIGINT NOT NULL
 );
+
+-- Circuit breakers per payer and per endpoint: N consecutive policy violations open one;
+-- after the cooldown it is half-open; a success closes it, a violation re-opens it.
+CREATE TABLE policy_breakers (
+    subject       TEXT NOT NULL PRIMARY KEY,
+    state         TEXT NOT NULL CHECK (state IN ('closed', 'open', 'half_open')),
+    failures      BIGINT NOT NULL,
+    opened_at_ms  BIGINT NOT NULL,
+    updated_at_ms BIGINT NOT NULL
+);

@@ -13,7 +13,7 @@
 
 mod config;
 
-pub use config::{Atomic, Discovery, MAX_POLICY_AMOUNT, PolicyConfig, Rule};
+pub use config::{Atomic, BreakerConfig, Discovery, MAX_POLICY_AMOUNT, PolicyConfig, Rule};
 
 use alloy::primitives::U256;
 use serde_json::json;
@@ -84,8 +84,8 @@ impl Policy {
         self.config.is_empty()
     }
 
-    /// Runs the policy for `payment`: static controls, payTo pin, then the atomic reservation.
-    /// `Err` means a check could not run; the pipeline fails closed on it.
+    /// Runs the policy for `payment`: circuit breakers, static controls, payTo pin, the atomic
+    /// reservation, duplicates. `Err` means a check could not run; the pipeline fails closed.
     pub async fn check(
         &self,
         store: &dyn Store,
@@ -99,6 +99,68 @@ impl Policy {
                 hold: Hold::None,
             });
         }
+        let Some(breaker) = &self.config.breaker else {
+            return self.decide(store, payment, request_id, now_ms).await;
+        };
+        let subjects = breaker_subjects(payment);
+        for subject in &subjects {
+            let Some(record) = store.breaker(subject).await? else {
+                continue;
+            };
+            if record.state != "open" {
+                continue;
+            }
+            let reopens_at = u64::try_from(record.opened_at_ms)
+                .unwrap_or(0)
+                .saturating_add(breaker.cooldown_secs.saturating_mul(1000));
+            if now_ms < reopens_at {
+                return Ok(PolicyDecision {
+                    verdict: Verdict::deny(
+                        Step::Policy,
+                        Reason::new(
+                            ReasonCode::Policy("policy_circuit_open"),
+                            format!(
+                                "the circuit breaker for {subject} is open after {} consecutive policy violations; it half-opens at {reopens_at} ms or on an admin reset",
+                                record.failures
+                            ),
+                        ),
+                    ),
+                    hold: Hold::None,
+                });
+            }
+            store.breaker_half_open(subject, now_ms).await?;
+        }
+        let decision = self.decide(store, payment, request_id, now_ms).await?;
+        for subject in &subjects {
+            if decision.verdict.outcome == crate::verdict::Outcome::Deny {
+                store
+                    .breaker_violation(subject, breaker.threshold, now_ms)
+                    .await?;
+            } else {
+                store.breaker_success(subject, now_ms).await?;
+            }
+        }
+        Ok(decision)
+    }
+
+    /// Admin reset of a breaker (`payer:<address>` or `endpoint:<host/path>`); true if one
+    /// existed.
+    pub async fn reset_breaker(
+        &self,
+        store: &dyn Store,
+        subject: &str,
+        now_ms: u64,
+    ) -> Result<bool, StoreError> {
+        store.reset_breaker(subject, now_ms).await
+    }
+
+    async fn decide(
+        &self,
+        store: &dyn Store,
+        payment: &Payment,
+        request_id: &str,
+        now_ms: u64,
+    ) -> Result<PolicyDecision, StoreError> {
         let deny = |reason: Reason| PolicyDecision {
             verdict: Verdict::deny(Step::Policy, reason),
             hold: Hold::None,
@@ -414,6 +476,18 @@ impl Policy {
             expires_at_ms: hold_expiry(payment, now_ms),
         })
     }
+}
+
+/// The breakers a payment answers to: its payer's and its endpoint's.
+fn breaker_subjects(payment: &Payment) -> Vec<String> {
+    let mut subjects = Vec::new();
+    if let Some(payer) = &payment.payer {
+        subjects.push(format!("payer:{}", norm(payer)));
+    }
+    if let Some((host, path)) = payment.resource.as_deref().and_then(endpoint_of) {
+        subjects.push(format!("endpoint:{host}{path}"));
+    }
+    subjects
 }
 
 fn exceeded(key: &str, used: i64, reserved: i64, cap: i64) -> Reason {

@@ -14,9 +14,9 @@ use sqlx::migrate::Migrator;
 use sqlx::{AnyPool, FromRow};
 
 use super::{
-    Backend, Begin, BudgetCounter, BudgetRequest, EndpointPin, EvidenceDraft, EvidenceRecord,
-    PinOutcome, Reserve, SettlementClaim, SettlementOutcome, SettlementRecord, SettlementState,
-    Store, StoreError,
+    Backend, Begin, BreakerRecord, BudgetCounter, BudgetRequest, EndpointPin, EvidenceDraft,
+    EvidenceRecord, PinOutcome, Reserve, SettlementClaim, SettlementOutcome, SettlementRecord,
+    SettlementState, Store, StoreError,
 };
 use crate::evidence::{canonical_json, expected_hash, record_hash};
 use crate::protocol::payment::Fingerprint;
@@ -757,6 +757,95 @@ impl Store for SqlStore {
         .execute(&self.pool)
         .await?;
         Ok(written.rows_affected() == 1)
+    }
+
+    async fn breaker(&self, subject: &str) -> Result<Option<BreakerRecord>, StoreError> {
+        let row: Option<(String, String, i64, i64)> = sqlx::query_as(
+            "SELECT subject, state, failures, opened_at_ms FROM policy_breakers WHERE subject = $1",
+        )
+        .bind(subject)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(
+            row.map(|(subject, state, failures, opened_at_ms)| BreakerRecord {
+                subject,
+                state,
+                failures,
+                opened_at_ms,
+            }),
+        )
+    }
+
+    async fn breaker_violation(
+        &self,
+        subject: &str,
+        threshold: u32,
+        now_ms: u64,
+    ) -> Result<BreakerRecord, StoreError> {
+        let now = to_db_ms(now_ms, "now_ms")?;
+        let threshold = i64::from(threshold.max(1));
+        let first_state = if threshold <= 1 { "open" } else { "closed" };
+        // One upsert, so concurrent violations count exactly.
+        sqlx::query(
+            "INSERT INTO policy_breakers (subject, state, failures, opened_at_ms, updated_at_ms) \
+             VALUES ($1, $4, 1, $3, $3) ON CONFLICT (subject) DO UPDATE SET \
+             opened_at_ms = CASE WHEN policy_breakers.state = 'open' \
+                 THEN policy_breakers.opened_at_ms \
+                 WHEN policy_breakers.state = 'half_open' \
+                   OR policy_breakers.failures + 1 >= $2 THEN $3 \
+                 ELSE policy_breakers.opened_at_ms END, \
+             state = CASE WHEN policy_breakers.state <> 'closed' \
+                   OR policy_breakers.failures + 1 >= $2 THEN 'open' ELSE 'closed' END, \
+             failures = policy_breakers.failures + 1, updated_at_ms = $3",
+        )
+        .bind(subject)
+        .bind(threshold)
+        .bind(now)
+        .bind(first_state)
+        .execute(&self.pool)
+        .await?;
+        self.breaker(subject)
+            .await?
+            .ok_or_else(|| StoreError::Corrupt("breaker vanished after upsert".into()))
+    }
+
+    async fn breaker_success(&self, subject: &str, now_ms: u64) -> Result<(), StoreError> {
+        let now = to_db_ms(now_ms, "now_ms")?;
+        sqlx::query(
+            "UPDATE policy_breakers SET state = 'closed', failures = 0, updated_at_ms = $2 \
+             WHERE subject = $1 AND (state <> 'closed' OR failures <> 0)",
+        )
+        .bind(subject)
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn breaker_half_open(&self, subject: &str, now_ms: u64) -> Result<bool, StoreError> {
+        let now = to_db_ms(now_ms, "now_ms")?;
+        let moved = sqlx::query(
+            "UPDATE policy_breakers SET state = 'half_open', updated_at_ms = $2 \
+             WHERE subject = $1 AND state = 'open'",
+        )
+        .bind(subject)
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        Ok(moved.rows_affected() == 1)
+    }
+
+    async fn reset_breaker(&self, subject: &str, now_ms: u64) -> Result<bool, StoreError> {
+        let now = to_db_ms(now_ms, "now_ms")?;
+        let reset = sqlx::query(
+            "UPDATE policy_breakers SET state = 'closed', failures = 0, updated_at_ms = $2 \
+             WHERE subject = $1",
+        )
+        .bind(subject)
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        Ok(reset.rows_affected() == 1)
     }
 }
 
