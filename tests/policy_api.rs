@@ -413,6 +413,12 @@ fn policy_section_loads_from_toml() {
     std::fs::write(
         &path,
         r#"
+[policy]
+duplicate_window_secs = 30
+
+[policy.breaker]
+threshold = 3
+
 [policy.global]
 max_per_request = "1000000"
 daily_cap = "50000000"
@@ -441,6 +447,17 @@ hourly_cap = "2000000"
     assert_eq!(config.policy.endpoints[0].requests_per_minute, Some(30));
     assert_eq!(config.policy.discovery.requests_per_minute, 10);
     assert_eq!(config.policy.payers[0].hourly_cap, amount("2000000"));
+    assert_eq!(config.policy.duplicate_window_secs, Some(30));
+    // The effective configuration prints back as loadable TOML (`gatehouse config`).
+    let shown = config.to_masked_toml();
+    assert!(
+        shown.contains("duplicate_window_secs = 30") && shown.contains("[[policy.endpoints]]"),
+        "{shown}"
+    );
+    std::fs::write(&path, &shown).unwrap();
+    let env = figment::providers::Env::prefixed("GATEHOUSE_NOT_SET_IN_POLICY_TESTS_");
+    let reloaded = Config::figment(Some(&path), env).unwrap();
+    assert_eq!(reloaded.policy, config.policy);
 
     // Amounts are strings of atomic units: a float or a number is refused by name.
     std::fs::write(&path, "[policy.global]\ndaily_cap = \"1.5\"\n").unwrap();
