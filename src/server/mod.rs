@@ -187,9 +187,8 @@ fn chain_checkers(config: &Config) -> Result<(ChainCheckers, Arc<SvmChecker>), S
 /// payment's `feePayer` must belong to the facilitator that will co-sign it (spec §1.5).
 /// Until the first `/supported` answer arrives, no upstream fee payer is accepted (fail closed).
 fn spawn_fee_payer_sync(state: &AppState) -> Option<tokio::task::JoinHandle<()>> {
-    if state.svm.networks().next().is_none() {
-        return None;
-    }
+    // Nothing to keep in sync when no Solana network is configured.
+    state.svm.networks().next()?;
     let (svm, upstream) = (state.svm.clone(), state.pipeline.upstream().clone());
     let every = Duration::from_secs(state.config.upstream.supported_cache_ttl_secs.max(5));
     Some(tokio::spawn(async move {
