@@ -694,3 +694,85 @@ async fn signer_key_is_not_in_debug_output() {
     assert!(!debug.contains(DEV_KEYS[3]), "key leaked in Debug");
     local.gh.stop().await.expect("stop");
 }
+
+/// Forward mode: settlements the upstream left unknown (a 500) are resolved from the chain
+/// (`authorizationState` is authoritative whoever sent the transaction): one used on-chain
+/// becomes settled, one whose `validBefore` passed unused becomes failed.
+#[tokio::test]
+async fn forward_mode_pending_settlements_are_reconciled_from_the_chain() {
+    let anvil = Anvil::start().await;
+    let upstream = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/settle"))
+        .respond_with(ResponseTemplate::new(500))
+        .expect(2)
+        .mount(&upstream)
+        .await;
+    let db = TestDb::sqlite();
+    let mut config = common::test_config(&db.url, &upstream.uri());
+    config.chains.clear();
+    config
+        .chains
+        .insert(NETWORK.to_owned(), chain(&anvil.url, Some(&anvil), None));
+    config.reconcile_interval_secs = 3_600;
+    let start_secs = now(&anvil).await;
+    let (gh, clock) = common::start_at(config, start_secs * 1_000).await;
+
+    let landed = Pay::new(&anvil, start_secs, signer(0));
+    let lapsed = Pay::new(&anvil, start_secs, signer(1));
+    for pay in [&landed, &lapsed] {
+        let (_, s, _) = post_json(&format!("http://{}/settle", gh.addr), &pay.body()).await;
+        assert_eq!(s["errorReason"], code(ReasonCode::SettlementPending), "{s}");
+    }
+    let store = gh.state.pipeline.store().clone();
+    assert_eq!(
+        store.pending_settlements(10).await.expect("pending").len(),
+        2
+    );
+
+    // The upstream's transaction did land for `landed` (sent here directly).
+    let sig = landed.signed().to_vec();
+    let m = landed.message();
+    let direct = IEip3009Token::transferWithAuthorization_0Call {
+        from: m.from,
+        to: m.to,
+        value: m.value,
+        validAfter: m.validAfter,
+        validBefore: m.validBefore,
+        nonce: m.nonce,
+        v: sig[64],
+        r: B256::from_slice(&sig[0..32]),
+        s: B256::from_slice(&sig[32..64]),
+    }
+    .abi_encode();
+    anvil.send(Some(anvil.usdc), direct).await;
+
+    let report = gh.state.reconciler.reconcile_once().await.expect("round");
+    assert_eq!(
+        (report.examined, report.settled, report.undecided),
+        (2, 1, 1),
+        "{report:?}"
+    );
+
+    // Past `validBefore` the unused authorization can never settle.
+    clock.set_ms((lapsed.valid_before + 1) * 1_000);
+    let report = gh.state.reconciler.reconcile_once().await.expect("round");
+    assert_eq!((report.examined, report.failed), (1, 1), "{report:?}");
+    assert!(
+        store
+            .pending_settlements(10)
+            .await
+            .expect("pending")
+            .is_empty()
+    );
+
+    let evidence = store.evidence_after(0, 1_000).await.expect("evidence");
+    let decisions: Vec<&str> = evidence
+        .iter()
+        .filter(|e| e.kind == "reconcile")
+        .map(|e| e.decision.as_str())
+        .collect();
+    assert_eq!(decisions, ["settled", "failed"]);
+    gh.stop().await.expect("stop");
+    upstream.verify().await;
+}
