@@ -63,6 +63,9 @@ pub struct ChainConfig {
     pub settle_receipt_timeout_secs: Option<u64>,
 }
 
+/// Default wait for a local settlement's receipt before it becomes `settlement_pending`.
+pub const DEFAULT_RECEIPT_TIMEOUT_SECS: u64 = 120;
+
 /// Who settles payments on a chain.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

@@ -89,9 +89,6 @@ pub async fn build_state(config: Config, clock: SharedClock) -> Result<AppState,
     })
 }
 
-/// Default wait for a local settlement's receipt before it becomes `settlement_pending`.
-const DEFAULT_RECEIPT_TIMEOUT_SECS: u64 = 120;
-
 /// The local settlers (chains with `settlement = "local"`), and a chain reader for every EVM
 /// chain with RPC, so the reconciler can resolve forward-mode settlements too.
 fn settlers(config: &Config) -> Result<(Settlers, BTreeMap<String, Arc<EvmSettler>>), StartError> {
@@ -105,7 +102,7 @@ fn settlers(config: &Config) -> Result<(Settlers, BTreeMap<String, Arc<EvmSettle
         let timeout = Duration::from_secs(
             chain
                 .settle_receipt_timeout_secs
-                .unwrap_or(DEFAULT_RECEIPT_TIMEOUT_SECS),
+                .unwrap_or(crate::chain::DEFAULT_RECEIPT_TIMEOUT_SECS),
         );
         let signer = match chain.settlement {
             SettlementMode::Local => load_signer(id, chain)
