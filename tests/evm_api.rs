@@ -653,6 +653,7 @@ async fn missing_or_invalid_signer_key_is_a_config_error_naming_the_key() {
     let db = TestDb::sqlite();
     let dir = tempfile::tempdir().expect("dir");
     let mut config = common::test_config(&db.url, "http://127.0.0.1:9");
+    config.request_timeout_ms = 60_000;
     config.chains.clear();
     let mut entry = chain("http://127.0.0.1:9", None, Some(&dir.path().join("absent")));
     config.chains.insert(NETWORK.to_owned(), entry.clone());
