@@ -777,3 +777,99 @@ async fn forward_mode_pending_settlements_are_reconciled_from_the_chain() {
     gh.stop().await.expect("stop");
     upstream.verify().await;
 }
+
+/// An entry left `in_flight` (its process died mid-settle) is examined only once stale
+/// (request timeout + 60 s), then decided by `authorizationState` / `validBefore`.
+#[tokio::test]
+async fn stale_in_flight_settlements_are_reconciled_once_stale() {
+    use gatehouse::protocol::{FacilitatorRequest, normalise};
+    use gatehouse::store::{EvidenceDraft, SettlementClaim, SettlementState};
+
+    let anvil = Anvil::start().await;
+    let db = TestDb::sqlite();
+    let mut config = common::test_config(&db.url, "http://127.0.0.1:9");
+    config.chains.clear();
+    config
+        .chains
+        .insert(NETWORK.to_owned(), chain(&anvil.url, Some(&anvil), None));
+    config.reconcile_interval_secs = 3_600;
+    let request_timeout_ms = config.request_timeout_ms;
+    let t0_secs = now(&anvil).await;
+    let (gh, clock) = common::start_at(config, t0_secs * 1_000).await;
+    let store = gh.state.pipeline.store().clone();
+
+    let landed = Pay::new(&anvil, t0_secs, signer(0));
+    let lapsed = Pay::new(&anvil, t0_secs, signer(1));
+    let mut fingerprints = Vec::new();
+    for pay in [&landed, &lapsed] {
+        // What the pipeline writes before forwarding: the claim and the settle_forward record.
+        let body = pay.body();
+        let request = FacilitatorRequest::decode(bytes::Bytes::from(
+            serde_json::to_vec(&body).expect("json"),
+        ))
+        .expect("decodes");
+        let payment = normalise(&request).expect("normalises");
+        store
+            .begin_settlement(&SettlementClaim {
+                fingerprint: payment.fingerprint.clone(),
+                payment_identifier: None,
+                request_digest: "test".into(),
+                network: NETWORK.into(),
+                payer: payment.payer.clone(),
+                now_ms: t0_secs * 1_000,
+            })
+            .await
+            .expect("claim");
+        store
+            .append_evidence(EvidenceDraft {
+                kind: "settle_forward".into(),
+                gate: Some("settle".into()),
+                fingerprint: Some(payment.fingerprint.clone()),
+                decision: "allow".into(),
+                request_id: "crashed".into(),
+                created_at_ms: t0_secs * 1_000,
+                body: json!({"request": body}),
+            })
+            .await
+            .expect("evidence");
+        fingerprints.push(payment.fingerprint);
+    }
+    let sig = landed.signed().to_vec();
+    let m = landed.message();
+    let direct = IEip3009Token::transferWithAuthorization_0Call {
+        from: m.from,
+        to: m.to,
+        value: m.value,
+        validAfter: m.validAfter,
+        validBefore: m.validBefore,
+        nonce: m.nonce,
+        v: sig[64],
+        r: B256::from_slice(&sig[0..32]),
+        s: B256::from_slice(&sig[32..64]),
+    }
+    .abi_encode();
+    anvil.send(Some(anvil.usdc), direct).await;
+
+    // Not stale yet: the request that owns them might still be running.
+    clock.set_ms(t0_secs * 1_000 + request_timeout_ms);
+    let report = gh.state.reconciler.reconcile_once().await.expect("round");
+    assert_eq!(report.examined, 0, "{report:?}");
+
+    clock.set_ms(t0_secs * 1_000 + request_timeout_ms + 61_000);
+    let report = gh.state.reconciler.reconcile_once().await.expect("round");
+    assert_eq!(
+        (report.examined, report.settled, report.failed),
+        (2, 1, 1),
+        "{report:?}"
+    );
+    let states: Vec<SettlementState> = {
+        let mut out = Vec::new();
+        for f in &fingerprints {
+            let record = store.settlement(f).await.expect("journal").expect("entry");
+            out.push(record.state);
+        }
+        out
+    };
+    assert_eq!(states, [SettlementState::Settled, SettlementState::Failed]);
+    gh.stop().await.expect("stop");
+}

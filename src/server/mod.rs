@@ -80,7 +80,15 @@ pub async fn build_state(config: Config, clock: SharedClock) -> Result<AppState,
     let upstream = Arc::new(Upstream::new(&config.upstream)?);
     let chains = chain_checkers(&config)?;
     let (settlers, readers) = settlers(&config)?;
-    let reconciler = Arc::new(Reconciler::new(store.clone(), readers, clock.clone()));
+    // Every settle ends before request_timeout_ms (validated); the margin covers clock skew
+    // between replicas and the last RPC calls.
+    let stale_after = Duration::from_millis(config.request_timeout_ms.saturating_add(60_000));
+    let reconciler = Arc::new(Reconciler::new(
+        store.clone(),
+        readers,
+        clock.clone(),
+        stale_after,
+    ));
     let pipeline = Arc::new(Pipeline::new(store, upstream, chains, clock).with_settlers(settlers));
     Ok(AppState {
         pipeline,
