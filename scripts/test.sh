@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Runs every test Gatehouse has, installing what the tests need first:
 #   - PostgreSQL (installed from Debian and started if absent; trust auth on 127.0.0.1),
-#   - anvil (from npm, into .tools/), and the npm/pip packages of the compat tests,
-#   - then cargo fmt --check, clippy, and cargo test (unit, integration, doc tests).
+#   - anvil (from npm, into .tools/); the compat tests install their pinned npm/pip packages
+#     (npm ci, a venv) themselves, skipping that when the lockfiles are unchanged,
+#   - then cargo fmt --check, clippy, cargo test (unit, integration, doc tests), and the
+#     facilitator-compat-tests matrix (real x402 SDKs through Gatehouse on anvil).
 # Build output goes to $CARGO_TARGET_DIR (default: a cache outside the checkout), so repeat
 # runs on the same machine are incremental.
 set -euo pipefail
@@ -34,10 +36,6 @@ ensure_postgres() {
 ensure_postgres
 log "installing anvil"
 scripts/install-anvil.sh >/dev/null
-if [ -x facilitator-compat-tests/install.sh ]; then
-  log "installing compat-test packages"
-  facilitator-compat-tests/install.sh
-fi
 
 log "cargo fmt --check"
 cargo fmt --all -- --check
@@ -45,3 +43,7 @@ log "cargo clippy"
 cargo clippy --all-targets --locked -- -D warnings
 log "cargo test"
 cargo test --locked --no-fail-fast -- --test-threads "${TEST_THREADS:-4}"
+
+log "facilitator-compat-tests: the real x402 SDKs through Gatehouse on anvil"
+cargo build --locked --bin gatehouse
+GATEHOUSE_BIN="$CARGO_TARGET_DIR/debug/gatehouse" bash facilitator-compat-tests/test.sh

@@ -12,6 +12,7 @@ use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
 
 use crate::chain::{ChainConfig, SettlementMode};
+use crate::policy::PolicyConfig;
 use crate::protocol::Caip2;
 use crate::upstream::UpstreamConfig;
 
@@ -46,6 +47,8 @@ pub struct Config {
     pub chains: BTreeMap<String, ChainConfig>,
     /// How often unknown settlement outcomes are resolved from the chain, in seconds.
     pub reconcile_interval_secs: u64,
+    /// Spending policy (`[policy]`); empty checks nothing.
+    pub policy: PolicyConfig,
 }
 
 impl Default for Config {
@@ -61,6 +64,7 @@ impl Default for Config {
             upstream: UpstreamConfig::default(),
             chains: BTreeMap::new(),
             reconcile_interval_secs: 15,
+            policy: PolicyConfig::default(),
         }
     }
 }
@@ -169,18 +173,21 @@ impl Config {
             }
             None => {}
         }
-        let env = env
-            // GATEHOUSE_TEST_* configure the test suite, not the service.
-            .filter(|k| !k.as_str().to_ascii_lowercase().starts_with("test_"))
-            .map(|k| {
-                let lower = k.as_str().to_ascii_lowercase();
-                let mapped = FLAT_ENV_KEYS
-                    .iter()
-                    .find(|(flat, _)| *flat == lower)
-                    .map(|(_, nested)| (*nested).to_owned())
-                    .unwrap_or_else(|| lower.replace("__", "."));
-                mapped.into()
-            });
+        // Only variables naming a real key are configuration: others sharing the prefix
+        // (GATEHOUSE_CONFIG for the CLI, GATEHOUSE_TEST_* for tests, and the
+        // GATEHOUSE_SERVICE_HOST / GATEHOUSE_PORT_* that Kubernetes injects for a Service named
+        // gatehouse) must not stop startup as unknown keys.
+        let sections = top_level_keys();
+        let env = env.filter_map(move |k| {
+            let lower = k.as_str().to_ascii_lowercase();
+            let mapped = FLAT_ENV_KEYS
+                .iter()
+                .find(|(flat, _)| *flat == lower)
+                .map(|(_, nested)| (*nested).to_owned())
+                .unwrap_or_else(|| lower.replace("__", "."));
+            let section = mapped.split('.').next().unwrap_or_default();
+            sections.contains(section).then(|| mapped.into())
+        });
         figment = figment.merge(env);
         let config: Config = figment
             .extract()
@@ -308,6 +315,7 @@ impl Config {
         if self.reconcile_interval_secs == 0 {
             problem("reconcile_interval_secs", "must be greater than 0".into());
         }
+        problems.extend(self.policy.problems());
         if problems.is_empty() {
             Ok(())
         } else {
@@ -328,6 +336,14 @@ impl Config {
     /// The effective configuration as TOML, secrets masked.
     pub fn to_masked_toml(&self) -> String {
         toml::to_string_pretty(self).unwrap_or_else(|e| format!("# could not render: {e}"))
+    }
+}
+
+/// The top-level keys of [`Config`], from its serialised default (so the list cannot drift).
+fn top_level_keys() -> std::collections::BTreeSet<String> {
+    match serde_json::to_value(Config::default()) {
+        Ok(serde_json::Value::Object(map)) => map.keys().cloned().collect(),
+        _ => std::collections::BTreeSet::new(),
     }
 }
 
@@ -361,6 +377,9 @@ mod tests {
             jail.set_env("GATEHOUSE_ADMIN_TOKEN", "secret-token");
             jail.set_env("GATEHOUSE_UPSTREAM__SETTLE_TIMEOUT_MS", "200000");
             jail.set_env("GATEHOUSE_TEST_PG_URL", "ignored");
+            jail.set_env("GATEHOUSE_CONFIG", "ignored-by-figment.toml");
+            jail.set_env("GATEHOUSE_SERVICE_HOST", "10.0.0.1");
+            jail.set_env("GATEHOUSE_PORT", "tcp://10.0.0.1:4020");
             let c = Config::figment(Some(Path::new("g.toml")), Env::prefixed("GATEHOUSE_"))
                 .map_err(|e| e.to_string())?;
             assert_eq!(c.listen, "127.0.0.1:6000");

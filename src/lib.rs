@@ -7,6 +7,7 @@ pub mod clock;
 pub mod config;
 pub mod evidence;
 pub mod pipeline;
+pub mod policy;
 pub mod protocol;
 pub mod reconcile;
 pub mod server;

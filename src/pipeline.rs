@@ -19,6 +19,7 @@ use sha2::{Digest, Sha256};
 use crate::chain::evm::settle::{EvmSettler, SettleOutcome};
 use crate::chain::{ChainCheckers, ChainError};
 use crate::clock::SharedClock;
+use crate::policy::{Hold, Policy};
 use crate::protocol::{
     DecodeError, FacilitatorRequest, Payment, SettleResponse, VerifyResponse, X402Version,
     normalise,
@@ -113,6 +114,7 @@ pub struct Pipeline {
     chains: ChainCheckers,
     settlers: Settlers,
     clock: SharedClock,
+    policy: Arc<Policy>,
 }
 
 impl Pipeline {
@@ -129,12 +131,19 @@ impl Pipeline {
             chains,
             settlers: Settlers::default(),
             clock,
+            policy: Arc::new(Policy::default()),
         }
     }
 
     /// Settles the chains named in `settlers` locally (default: everything is forwarded).
     pub fn with_settlers(mut self, settlers: Settlers) -> Self {
         self.settlers = settlers;
+        self
+    }
+
+    /// Applies a spending policy (the default checks nothing).
+    pub fn with_policy(mut self, policy: Policy) -> Self {
+        self.policy = Arc::new(policy);
         self
     }
 
@@ -189,6 +198,11 @@ impl Pipeline {
                 );
             }
         }
+        if !response.is_valid
+            && let Some(payment) = &payment
+        {
+            self.release_fresh_hold(&run, payment).await;
+        }
         telemetry::decided(
             Gate::Verify,
             &run.decision_label(),
@@ -221,6 +235,9 @@ impl Pipeline {
                     Reason::new(ReasonCode::InvalidPayload, "the payment could not be read")
                 });
                 let payer = payment.as_ref().and_then(payment_payer);
+                if let Some(payment) = &payment {
+                    self.release_fresh_hold(&run, payment).await;
+                }
                 let response = settle_failure(&request, &reason, payer, &network, "");
                 self.record_settle(&run, &request, payment.as_ref(), &response)
                     .await;
@@ -281,6 +298,7 @@ impl Pipeline {
             }
             Err(error) => {
                 run.push_checked::<Verdict, _>(Step::Journal, Err(error));
+                self.release_fresh_hold(&run, &payment).await;
                 let reason = run.refusal().unwrap_or_else(|| {
                     Reason::new(ReasonCode::CheckUnavailable, "journal unavailable")
                 });
@@ -320,6 +338,7 @@ impl Pipeline {
             let response = settle_failure(&request, &reason, payment_payer(&payment), &network, "");
             self.finish(&payment, SettlementState::Failed, None, &response)
                 .await;
+            self.settle_budget(&payment, SettlementState::Failed).await;
             return Ok(Reply::ok(response));
         }
 
@@ -348,6 +367,7 @@ impl Pipeline {
             &settled.response,
         )
         .await;
+        self.settle_budget(&payment, settled.state).await;
         self.record_settle(&run, &request, Some(&payment), &settled.response)
             .await;
         telemetry::decided(
@@ -375,9 +395,16 @@ impl Pipeline {
         let chain = self.chains.check(&payment, run.gate, now_secs).await;
         run.push_checked(Step::Chain, chain);
         if run.allowed() {
-            // Spending policy and risk scoring plug in here (their own issues); until they are
-            // configured the evidence says plainly that nothing was checked.
-            run.push(Verdict::allow(Step::Policy).with_checked("no spending policy configured"));
+            let decision = self
+                .policy
+                .check(&*self.store, &payment, &run.request_id, self.clock.now_ms())
+                .await;
+            run.hold = decision.as_ref().map_or(Hold::None, |d| d.hold);
+            run.push_checked(Step::Policy, decision.map(|d| d.verdict));
+        }
+        if run.allowed() {
+            // Risk scoring plugs in here (its own issue); until it is configured the evidence
+            // says plainly that nothing was checked.
             run.push(Verdict::allow(Step::Risk).with_checked("no risk rules configured"));
         }
         Some(payment)
@@ -524,6 +551,49 @@ impl Pipeline {
         }
     }
 
+    /// Gives back a reservation this request made, when the payment was refused after it.
+    /// A journal refusal keeps it: the hold then belongs to the settlement under way.
+    async fn release_fresh_hold(&self, run: &Run, payment: &Payment) {
+        let journal_refused = run
+            .verdicts
+            .iter()
+            .any(|v| v.step == Step::Journal && v.outcome == Outcome::Deny);
+        if run.hold != Hold::Fresh || journal_refused {
+            return;
+        }
+        let released = self
+            .store
+            .release_budget(&payment.fingerprint, self.clock.now_ms())
+            .await;
+        if let Err(error) = released {
+            // The hold lapses at the payment's expiry; until then it only over-counts.
+            tracing::warn!(fingerprint = %payment.fingerprint, %error, "could not release a policy reservation");
+        }
+    }
+
+    /// After the upstream answered: settled (or unknown, the money may have moved) commits
+    /// the payment's reservation; a definitive failure releases it.
+    async fn settle_budget(&self, payment: &Payment, state: SettlementState) {
+        if self.policy.is_empty() {
+            return;
+        }
+        let now_ms = self.clock.now_ms();
+        let result = match state {
+            SettlementState::Settled | SettlementState::Pending => {
+                self.store.commit_budget(&payment.fingerprint, now_ms).await
+            }
+            SettlementState::Failed => {
+                self.store
+                    .release_budget(&payment.fingerprint, now_ms)
+                    .await
+            }
+            SettlementState::InFlight => Ok(()),
+        };
+        if let Err(error) = result {
+            tracing::error!(fingerprint = %payment.fingerprint, %error, state = state_label(state), "could not finish a policy reservation");
+        }
+    }
+
     /// The store, for readiness checks.
     pub fn store(&self) -> &Arc<dyn Store> {
         &self.store
@@ -553,6 +623,8 @@ struct Run {
     verdicts: Vec<Verdict>,
     notes: Vec<String>,
     upstream: Option<Value>,
+    /// Whether this request made (or found) a policy reservation.
+    hold: Hold,
 }
 
 impl Run {
@@ -564,6 +636,7 @@ impl Run {
             verdicts: Vec::new(),
             notes: Vec::new(),
             upstream: None,
+            hold: Hold::None,
         }
     }
 

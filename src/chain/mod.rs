@@ -11,6 +11,7 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
 pub mod evm;
+pub mod svm;
 
 use crate::protocol::{ChainFamily, Network, Payment};
 use crate::verdict::{Gate, Reason, ReasonCode, Step, Verdict};
@@ -61,6 +62,23 @@ pub struct ChainConfig {
     /// `settlement_pending` (resolved later by the reconciler). Default: 120 s.
     #[serde(default)]
     pub settle_receipt_timeout_secs: Option<u64>,
+    /// Solana: fee payers (base58) of the facilitator that will settle, in addition to those
+    /// learned from the upstream's `/supported` (`signers["solana:*"]`, `extra.feePayer`).
+    #[serde(default)]
+    pub fee_payers: Vec<String>,
+    /// Solana: compute-unit price cap, µlamports per CU. Default: 5 000 000 (5 lamports/CU).
+    #[serde(default)]
+    pub max_compute_unit_price_micro_lamports: Option<u64>,
+    /// Solana: compute-unit limit cap. Default: 400 000.
+    #[serde(default)]
+    pub max_compute_unit_limit: Option<u32>,
+    /// Solana: most instructions a payment transaction may have (at least 3). Default: 6
+    /// (TS v2); the later spec allows 7.
+    #[serde(default)]
+    pub max_instructions: Option<usize>,
+    /// Solana: `exact` (amount == required, default) or `at_least` (the later spec).
+    #[serde(default)]
+    pub amount_rule: Option<svm::AmountRule>,
 }
 
 /// Default wait for a local settlement's receipt before it becomes `settlement_pending`.

@@ -15,7 +15,7 @@ use serde_json::Value;
 
 use super::AppState;
 use super::error::ApiError;
-use crate::pipeline::{Pipeline, RequestContext};
+use crate::pipeline::RequestContext;
 use crate::protocol::{Network, SupportedKind, SupportedResponse};
 
 /// The facilitator routes (mounted at `/` and at `/x402/`).
@@ -52,17 +52,40 @@ fn body_bytes(body: Result<Bytes, BytesRejection>, limit_bytes: usize) -> Result
     }
 }
 
-/// Runs a pipeline call on its own task: a client that disconnects must not cancel a settle
-/// between claiming the payment and recording the outcome.
-async fn detached<T, F, Fut>(pipeline: &std::sync::Arc<Pipeline>, f: F) -> Result<T, ApiError>
-where
-    T: Send + 'static,
-    F: FnOnce(std::sync::Arc<Pipeline>) -> Fut,
-    Fut: std::future::Future<Output = T> + Send + 'static,
-{
-    tokio::spawn(f(pipeline.clone()))
+/// Which gate a facilitator call goes through.
+#[derive(Clone, Copy)]
+enum Gate {
+    Verify,
+    Settle,
+}
+
+/// Runs the pipeline for one gate on its own task: a client that disconnects must not cancel a
+/// settle between claiming the payment and recording the outcome.
+async fn run_gate(
+    gate: Gate,
+    state: AppState,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let raw = body_bytes(body, state.config.max_body_bytes)?;
+    let ctx = context(&headers);
+    let pipeline = state.pipeline.clone();
+    let task = tokio::spawn(async move {
+        match gate {
+            Gate::Verify => pipeline
+                .verify(&ctx, raw)
+                .await
+                .map(|r| (r.status, Json(r.body)).into_response()),
+            Gate::Settle => pipeline
+                .settle(&ctx, raw)
+                .await
+                .map(|r| (r.status, Json(r.body)).into_response()),
+        }
+    });
+    let reply = task
         .await
-        .map_err(|e| ApiError::Internal(format!("pipeline task failed: {e}")))
+        .map_err(|e| ApiError::Internal(format!("pipeline task failed: {e}")))?;
+    Ok(reply?)
 }
 
 async fn verify(
@@ -70,14 +93,7 @@ async fn verify(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let raw = body_bytes(body, state.config.max_body_bytes)?;
-    let ctx = context(&headers);
-    let reply = detached(
-        &state.pipeline,
-        |p| async move { p.verify(&ctx, raw).await },
-    )
-    .await??;
-    Ok((reply.status, Json(reply.body)).into_response())
+    run_gate(Gate::Verify, state, headers, body).await
 }
 
 async fn settle(
@@ -85,14 +101,7 @@ async fn settle(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let raw = body_bytes(body, state.config.max_body_bytes)?;
-    let ctx = context(&headers);
-    let reply = detached(
-        &state.pipeline,
-        |p| async move { p.settle(&ctx, raw).await },
-    )
-    .await??;
-    Ok((reply.status, Json(reply.body)).into_response())
+    run_gate(Gate::Settle, state, headers, body).await
 }
 
 /// The upstream's kinds, filtered to the networks Gatehouse can check itself; `extra`

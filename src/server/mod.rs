@@ -34,6 +34,7 @@ use crate::chain::{ChainCheckers, ChainConfig, SettlementMode};
 use crate::clock::{SharedClock, SystemClock};
 use crate::config::{Config, ConfigError, ConfigProblem};
 use crate::pipeline::{Pipeline, Settlers};
+use crate::policy::Policy;
 use crate::reconcile::Reconciler;
 use crate::store;
 use crate::upstream::Upstream;
@@ -89,7 +90,11 @@ pub async fn build_state(config: Config, clock: SharedClock) -> Result<AppState,
         clock.clone(),
         stale_after,
     ));
-    let pipeline = Arc::new(Pipeline::new(store, upstream, chains, clock).with_settlers(settlers));
+    let pipeline = Arc::new(
+        Pipeline::new(store, upstream, chains, clock)
+            .with_settlers(settlers)
+            .with_policy(Policy::new(config.policy.clone())),
+    );
     Ok(AppState {
         pipeline,
         config: Arc::new(config),

@@ -90,6 +90,107 @@ pub trait Store: Send + Sync + fmt::Debug {
         &self,
         fingerprint: &Fingerprint,
     ) -> Result<Vec<EvidenceRecord>, StoreError>;
+
+    /// Reserves `request.counters` for one payment, all or none, in one transaction: each
+    /// counter takes the amount only while `used + reserved + amount <= cap`. Expired holds on
+    /// the touched counters are swept first, so no background job is needed. A fingerprint
+    /// that already holds a live or committed reservation is not reserved twice.
+    async fn reserve_budget(&self, request: &BudgetRequest) -> Result<Reserve, StoreError>;
+
+    /// Moves the payment's holds from reserved to used (settled). A hold that expired meanwhile
+    /// is still counted as used: the money moved. No holds: nothing to do.
+    async fn commit_budget(&self, fingerprint: &Fingerprint, now_ms: u64)
+    -> Result<(), StoreError>;
+
+    /// Gives back the payment's reserved holds (refused or failed). Committed holds stay.
+    async fn release_budget(
+        &self,
+        fingerprint: &Fingerprint,
+        now_ms: u64,
+    ) -> Result<(), StoreError>;
+
+    /// One counter as stored (for the admin API and tests).
+    async fn budget_counter(&self, key: &str) -> Result<Option<BudgetCounter>, StoreError>;
+
+    /// Pins `pay_to` for `endpoint` unless one is pinned already; returns the pin in force.
+    async fn pin_endpoint(&self, pin: &EndpointPin) -> Result<PinOutcome, StoreError>;
+}
+
+/// One cap a payment must fit under.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BudgetClaim {
+    /// Names scope, asset, period and window, e.g. `global|0xusdc|day|20412`.
+    pub key: String,
+    /// The cap, in atomic units (or requests).
+    pub cap: i64,
+    /// What this payment takes from it.
+    pub amount: i64,
+}
+
+/// A reservation for one payment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BudgetRequest {
+    /// The payment (the hold's key).
+    pub fingerprint: Fingerprint,
+    /// Every cap the payment touches.
+    pub counters: Vec<BudgetClaim>,
+    /// When the hold lapses if neither committed nor released.
+    pub expires_at_ms: u64,
+    /// Now.
+    pub now_ms: u64,
+}
+
+/// The answer to [`Store::reserve_budget`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reserve {
+    /// Every counter took the amount; this caller made the hold.
+    Reserved,
+    /// The payment already holds a live or committed reservation; nothing was added.
+    AlreadyHeld,
+    /// A counter is full; nothing was reserved.
+    Exceeded {
+        /// The counter that refused.
+        key: String,
+        /// Its used amount.
+        used: i64,
+        /// Its live reservations.
+        reserved: i64,
+        /// Its cap.
+        cap: i64,
+    },
+}
+
+/// A stored counter.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BudgetCounter {
+    /// The key.
+    pub key: String,
+    /// Committed (settled) amount.
+    pub used: i64,
+    /// Reserved amount (may include expired holds not yet swept).
+    pub reserved: i64,
+}
+
+/// A payTo to pin for an endpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EndpointPin {
+    /// `host/path-prefix`.
+    pub endpoint: String,
+    /// The recipient to pin.
+    pub pay_to: String,
+    /// `config` or `first_use`.
+    pub source: &'static str,
+    /// Now.
+    pub now_ms: u64,
+}
+
+/// The answer to [`Store::pin_endpoint`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PinOutcome {
+    /// The payTo pinned for the endpoint.
+    pub pay_to: String,
+    /// Whether this call created the pin (a first sighting).
+    pub created: bool,
 }
 
 /// A request to own the settlement of one payment.
@@ -288,6 +389,9 @@ pub enum StoreError {
         /// Requested state.
         to: SettlementState,
     },
+    /// A budget claim with a negative amount or cap.
+    #[error("invalid budget claim for `{0}`")]
+    InvalidBudget(String),
     /// A value does not fit the column (e.g. a timestamp beyond `i64::MAX` ms).
     #[error("value out of range for `{field}`")]
     OutOfRange {

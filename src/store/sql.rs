@@ -14,8 +14,9 @@ use sqlx::migrate::Migrator;
 use sqlx::{AnyPool, FromRow};
 
 use super::{
-    Backend, Begin, EvidenceDraft, EvidenceRecord, SettlementClaim, SettlementOutcome,
-    SettlementRecord, SettlementState, Store, StoreError,
+    Backend, Begin, BudgetCounter, BudgetRequest, EndpointPin, EvidenceDraft, EvidenceRecord,
+    PinOutcome, Reserve, SettlementClaim, SettlementOutcome, SettlementRecord, SettlementState,
+    Store, StoreError,
 };
 use crate::evidence::{canonical_json, expected_hash, record_hash};
 use crate::protocol::payment::Fingerprint;
@@ -28,7 +29,7 @@ const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long SQLite waits on a locked database before failing a statement.
 const SQLITE_BUSY_TIMEOUT_MS: u32 = 10_000;
 const SQLITE_MAX_CONNECTIONS: u32 = 8;
-const POSTGRES_MAX_CONNECTIONS: u32 = 10;
+const POSTGRES_MAX_CONNECTIONS: u32 = 32;
 /// Bound on re-reads when a failed settlement is re-claimed concurrently.
 const RECLAIM_ATTEMPTS: usize = 4;
 /// Bound on the records [`Store::evidence_for`] returns for one payment.
@@ -592,6 +593,286 @@ impl Store for SqlStore {
         .fetch_all(&self.pool)
         .await?;
         evidence_records(rows)
+    }
+
+    async fn reserve_budget(&self, request: &BudgetRequest) -> Result<Reserve, StoreError> {
+        let now = to_db_ms(request.now_ms, "now_ms")?;
+        let expires = to_db_ms(request.expires_at_ms, "expires_at_ms")?;
+        let mut counters = request.counters.clone();
+        if counters.iter().any(|c| c.amount < 0 || c.cap < 0) {
+            let key = counters
+                .iter()
+                .find(|c| c.amount < 0 || c.cap < 0)
+                .map(|c| c.key.clone())
+                .unwrap_or_default();
+            return Err(StoreError::InvalidBudget(key));
+        }
+        if counters.is_empty() {
+            return Ok(Reserve::Reserved);
+        }
+        // One lock order for every transaction (sorted keys), so two reservations can wait on
+        // each other but never deadlock.
+        counters.sort_by(|a, b| a.key.cmp(&b.key));
+        counters.dedup_by(|a, b| a.key == b.key);
+        let fingerprint = request.fingerprint.0.as_str();
+
+        let mut tx = self
+            .pool
+            .begin_with(self.dialect.begin_chain_write())
+            .await?;
+        for counter in &counters {
+            lock_counter(&mut tx, &counter.key, now).await?;
+            sweep_expired(&mut tx, &counter.key, now).await?;
+        }
+        // With every touched counter locked and swept, the payment's own holds are current.
+        let (live,): (i64,) = sqlx::query_as(
+            "SELECT COUNT(*) FROM policy_holds WHERE fingerprint = $1 \
+             AND state IN ('reserved', 'committed')",
+        )
+        .bind(fingerprint)
+        .fetch_one(&mut *tx)
+        .await?;
+        if live > 0 {
+            tx.commit().await?;
+            return Ok(Reserve::AlreadyHeld);
+        }
+        for counter in &counters {
+            let took = sqlx::query(
+                "UPDATE policy_counters SET reserved = reserved + $2, updated_at_ms = $4 \
+                 WHERE counter_key = $1 AND used + reserved + $2 <= $3",
+            )
+            .bind(counter.key.as_str())
+            .bind(counter.amount)
+            .bind(counter.cap)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+            if took.rows_affected() != 1 {
+                let (used, reserved): (i64, i64) = sqlx::query_as(
+                    "SELECT used, reserved FROM policy_counters WHERE counter_key = $1",
+                )
+                .bind(counter.key.as_str())
+                .fetch_one(&mut *tx)
+                .await?;
+                // Dropping the transaction rolls back every counter taken so far.
+                tx.rollback().await?;
+                return Ok(Reserve::Exceeded {
+                    key: counter.key.clone(),
+                    used,
+                    reserved,
+                    cap: counter.cap,
+                });
+            }
+            sqlx::query(
+                "INSERT INTO policy_holds (fingerprint, counter_key, amount, state, \
+                 expires_at_ms, created_at_ms, updated_at_ms) \
+                 VALUES ($1, $2, $3, 'reserved', $4, $5, $5) \
+                 ON CONFLICT (fingerprint, counter_key) DO UPDATE SET amount = $3, \
+                 state = 'reserved', expires_at_ms = $4, updated_at_ms = $5",
+            )
+            .bind(fingerprint)
+            .bind(counter.key.as_str())
+            .bind(counter.amount)
+            .bind(expires)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        }
+        // Lapsed holds of this payment on counters it no longer touches are superseded.
+        sqlx::query(
+            "UPDATE policy_holds SET state = 'released', updated_at_ms = $2 \
+             WHERE fingerprint = $1 AND state = 'expired'",
+        )
+        .bind(fingerprint)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(Reserve::Reserved)
+    }
+
+    async fn commit_budget(
+        &self,
+        fingerprint: &Fingerprint,
+        now_ms: u64,
+    ) -> Result<(), StoreError> {
+        self.finish_holds(fingerprint, now_ms, true).await
+    }
+
+    async fn release_budget(
+        &self,
+        fingerprint: &Fingerprint,
+        now_ms: u64,
+    ) -> Result<(), StoreError> {
+        self.finish_holds(fingerprint, now_ms, false).await
+    }
+
+    async fn budget_counter(&self, key: &str) -> Result<Option<BudgetCounter>, StoreError> {
+        let row: Option<(String, i64, i64)> = sqlx::query_as(
+            "SELECT counter_key, used, reserved FROM policy_counters WHERE counter_key = $1",
+        )
+        .bind(key)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(|(key, used, reserved)| BudgetCounter {
+            key,
+            used,
+            reserved,
+        }))
+    }
+
+    async fn pin_endpoint(&self, pin: &EndpointPin) -> Result<PinOutcome, StoreError> {
+        let now = to_db_ms(pin.now_ms, "now_ms")?;
+        let inserted = sqlx::query(
+            "INSERT INTO policy_endpoints (endpoint, pay_to, source, created_at_ms) \
+             VALUES ($1, $2, $3, $4) ON CONFLICT (endpoint) DO NOTHING",
+        )
+        .bind(pin.endpoint.as_str())
+        .bind(pin.pay_to.as_str())
+        .bind(pin.source)
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        let (pay_to,): (String,) =
+            sqlx::query_as("SELECT pay_to FROM policy_endpoints WHERE endpoint = $1")
+                .bind(pin.endpoint.as_str())
+                .fetch_one(&self.pool)
+                .await?;
+        Ok(PinOutcome {
+            pay_to,
+            created: inserted.rows_affected() == 1,
+        })
+    }
+}
+
+type AnyTx<'c> = sqlx::Transaction<'c, sqlx::Any>;
+
+/// Creates the counter if missing and takes its row lock until commit (PostgreSQL; SQLite's
+/// `BEGIN IMMEDIATE` already serialises writers).
+async fn lock_counter(tx: &mut AnyTx<'_>, key: &str, now: i64) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO policy_counters (counter_key, used, reserved, updated_at_ms) \
+         VALUES ($1, 0, 0, $2) ON CONFLICT (counter_key) DO NOTHING",
+    )
+    .bind(key)
+    .bind(now)
+    .execute(&mut **tx)
+    .await?;
+    sqlx::query("UPDATE policy_counters SET updated_at_ms = $2 WHERE counter_key = $1")
+        .bind(key)
+        .bind(now)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+/// Gives back holds on `key` whose payment lifetime has passed. Runs under the counter's lock,
+/// and every statement reads the latest committed holds, so the sum is exact.
+async fn sweep_expired(tx: &mut AnyTx<'_>, key: &str, now: i64) -> Result<(), StoreError> {
+    let (expired,): (i64,) = sqlx::query_as(
+        "SELECT CAST(COALESCE(SUM(amount), 0) AS BIGINT) FROM policy_holds \
+         WHERE counter_key = $1 AND state = 'reserved' AND expires_at_ms <= $2",
+    )
+    .bind(key)
+    .bind(now)
+    .fetch_one(&mut **tx)
+    .await?;
+    if expired > 0 {
+        sqlx::query("UPDATE policy_counters SET reserved = reserved - $2 WHERE counter_key = $1")
+            .bind(key)
+            .bind(expired)
+            .execute(&mut **tx)
+            .await?;
+    }
+    sqlx::query(
+        "UPDATE policy_holds SET state = 'expired', updated_at_ms = $2 \
+         WHERE counter_key = $1 AND state = 'reserved' AND expires_at_ms <= $2",
+    )
+    .bind(key)
+    .bind(now)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+impl SqlStore {
+    /// Commits (`commit`) or releases the payment's holds, each under its counter's lock.
+    async fn finish_holds(
+        &self,
+        fingerprint: &Fingerprint,
+        now_ms: u64,
+        commit: bool,
+    ) -> Result<(), StoreError> {
+        let now = to_db_ms(now_ms, "now_ms")?;
+        let keys: Vec<(String,)> = sqlx::query_as(
+            "SELECT counter_key FROM policy_holds WHERE fingerprint = $1 \
+             AND state IN ('reserved', 'expired') ORDER BY counter_key",
+        )
+        .bind(fingerprint.0.as_str())
+        .fetch_all(&self.pool)
+        .await?;
+        if keys.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self
+            .pool
+            .begin_with(self.dialect.begin_chain_write())
+            .await?;
+        for (key,) in keys {
+            lock_counter(&mut tx, &key, now).await?;
+            // Re-read under the lock: a concurrent sweep may have expired the hold.
+            let hold: Option<(String, i64)> = sqlx::query_as(
+                "SELECT state, amount FROM policy_holds WHERE fingerprint = $1 AND counter_key = $2",
+            )
+            .bind(fingerprint.0.as_str())
+            .bind(key.as_str())
+            .fetch_optional(&mut *tx)
+            .await?;
+            let Some((state, amount)) = hold else {
+                continue;
+            };
+            let (counter_sql, next) = match (state.as_str(), commit) {
+                ("reserved", true) => (
+                    Some(
+                        "UPDATE policy_counters SET reserved = reserved - $2, used = used + $2 \
+                         WHERE counter_key = $1",
+                    ),
+                    "committed",
+                ),
+                // The hold lapsed but the money moved: count it.
+                ("expired", true) => (
+                    Some("UPDATE policy_counters SET used = used + $2 WHERE counter_key = $1"),
+                    "committed",
+                ),
+                ("reserved", false) => (
+                    Some(
+                        "UPDATE policy_counters SET reserved = reserved - $2 WHERE counter_key = $1",
+                    ),
+                    "released",
+                ),
+                ("expired", false) => (None, "released"),
+                _ => continue,
+            };
+            if let Some(sql) = counter_sql {
+                sqlx::query(sql)
+                    .bind(key.as_str())
+                    .bind(amount)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            sqlx::query(
+                "UPDATE policy_holds SET state = $3, updated_at_ms = $4 \
+                 WHERE fingerprint = $1 AND counter_key = $2",
+            )
+            .bind(fingerprint.0.as_str())
+            .bind(key.as_str())
+            .bind(next)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
     }
 }
 

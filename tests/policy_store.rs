@@ -1,0 +1,187 @@
+//! DESIGN invariant 3 (budgets hold under concurrency) at the store: reserve, re-reserve,
+//! all-or-none, commit, release and expiry, and concurrent reservations from two store
+//! instances of one database, on real SQLite and PostgreSQL.
+
+#[path = "common/store.rs"]
+mod store_support;
+
+use std::sync::Arc;
+
+use gatehouse::protocol::payment::Fingerprint;
+use gatehouse::store::{BudgetClaim, BudgetCounter, BudgetRequest, Reserve, Store, connect};
+use store_support::TestDb;
+
+const NOW: u64 = 1_000_000;
+
+fn request(fingerprint: &str, claims: &[(&str, i64, i64)], now_ms: u64) -> BudgetRequest {
+    BudgetRequest {
+        fingerprint: Fingerprint(fingerprint.into()),
+        counters: claims
+            .iter()
+            .map(|(key, cap, amount)| BudgetClaim {
+                key: (*key).into(),
+                cap: *cap,
+                amount: *amount,
+            })
+            .collect(),
+        expires_at_ms: now_ms + 60_000,
+        now_ms,
+    }
+}
+
+async fn counter(store: &dyn Store, key: &str) -> (i64, i64) {
+    match store.budget_counter(key).await.unwrap() {
+        Some(BudgetCounter { used, reserved, .. }) => (used, reserved),
+        None => (0, 0),
+    }
+}
+
+fn fp(text: &str) -> Fingerprint {
+    Fingerprint(text.into())
+}
+
+/// Reserve, re-verify, all-or-none, commit, release, on one database.
+async fn reserve_commit_release(db: TestDb) {
+    let store = connect(&db.url).await.unwrap();
+    let s = &*store;
+    assert_eq!(
+        s.reserve_budget(&request("a", &[("cap", 100, 60)], NOW))
+            .await
+            .unwrap(),
+        Reserve::Reserved
+    );
+    assert_eq!(counter(s, "cap").await, (0, 60));
+    // Re-verify of the same fingerprint does not reserve twice.
+    assert_eq!(
+        s.reserve_budget(&request("a", &[("cap", 100, 60)], NOW))
+            .await
+            .unwrap(),
+        Reserve::AlreadyHeld
+    );
+    assert_eq!(counter(s, "cap").await, (0, 60));
+    // A second payment does not fit.
+    assert_eq!(
+        s.reserve_budget(&request("b", &[("cap", 100, 60)], NOW))
+            .await
+            .unwrap(),
+        Reserve::Exceeded {
+            key: "cap".into(),
+            used: 0,
+            reserved: 60,
+            cap: 100
+        }
+    );
+    // All or none: the roomy counter ("aaa", locked first) is not charged when "cap" refuses.
+    assert!(matches!(
+        s.reserve_budget(&request("b", &[("cap", 100, 60), ("aaa", 1000, 60)], NOW))
+            .await
+            .unwrap(),
+        Reserve::Exceeded { key, .. } if key == "cap"
+    ));
+    assert_eq!(counter(s, "aaa").await, (0, 0));
+
+    // Commit moves reserved to used, once.
+    s.commit_budget(&fp("a"), NOW).await.unwrap();
+    s.commit_budget(&fp("a"), NOW).await.unwrap();
+    assert_eq!(counter(s, "cap").await, (60, 0));
+    assert_eq!(
+        s.reserve_budget(&request("a", &[("cap", 100, 60)], NOW))
+            .await
+            .unwrap(),
+        Reserve::AlreadyHeld
+    );
+
+    // Release gives the room back; releasing a committed hold changes nothing.
+    assert_eq!(
+        s.reserve_budget(&request("c", &[("cap", 100, 40)], NOW))
+            .await
+            .unwrap(),
+        Reserve::Reserved
+    );
+    assert_eq!(counter(s, "cap").await, (60, 40));
+    s.release_budget(&fp("c"), NOW).await.unwrap();
+    s.release_budget(&fp("a"), NOW).await.unwrap();
+    assert_eq!(counter(s, "cap").await, (60, 0));
+    // A released payment may reserve again (a later verify of it).
+    assert_eq!(
+        s.reserve_budget(&request("c", &[("cap", 100, 40)], NOW))
+            .await
+            .unwrap(),
+        Reserve::Reserved
+    );
+    assert_eq!(counter(s, "cap").await, (60, 40));
+    // Bad claims are refused, not stored.
+    assert!(
+        s.reserve_budget(&request("d", &[("cap", 100, -1)], NOW))
+            .await
+            .is_err()
+    );
+}
+
+/// An expired hold is swept by the next reservation on its counter; if that payment settles
+/// anyway, the money it moved still counts.
+async fn expired_holds_are_swept(db: TestDb) {
+    let store = connect(&db.url).await.unwrap();
+    let s = &*store;
+    let mut short = request("e", &[("cap", 100, 100)], NOW);
+    short.expires_at_ms = NOW + 1_000;
+    assert_eq!(s.reserve_budget(&short).await.unwrap(), Reserve::Reserved);
+    assert!(matches!(
+        s.reserve_budget(&request("f", &[("cap", 100, 50)], NOW + 999))
+            .await
+            .unwrap(),
+        Reserve::Exceeded { .. }
+    ));
+    assert_eq!(
+        s.reserve_budget(&request("f", &[("cap", 100, 50)], NOW + 1_000))
+            .await
+            .unwrap(),
+        Reserve::Reserved
+    );
+    assert_eq!(counter(s, "cap").await, (0, 50));
+    s.commit_budget(&fp("e"), NOW + 2_000).await.unwrap();
+    assert_eq!(counter(s, "cap").await, (100, 50));
+}
+
+/// 60 concurrent reservations of distinct payments, spread over two store instances of one
+/// database, at a cap that admits 10: exactly 10 reserve.
+async fn concurrent_reservations_respect_the_cap(db: TestDb) {
+    let replicas: Vec<Arc<dyn Store>> = vec![
+        connect(&db.url).await.unwrap(),
+        connect(&db.url).await.unwrap(),
+    ];
+    let mut tasks = Vec::new();
+    for i in 0..60 {
+        let store = replicas[i % 2].clone();
+        tasks.push(tokio::spawn(async move {
+            store
+                .reserve_budget(&request(
+                    &format!("p{i}"),
+                    &[("day", 100, 10), ("minute", 1000, 1)],
+                    NOW,
+                ))
+                .await
+                .unwrap()
+        }));
+    }
+    let mut reserved = 0;
+    for task in tasks {
+        if task.await.unwrap() == Reserve::Reserved {
+            reserved += 1;
+        }
+    }
+    assert_eq!(reserved, 10);
+    let s = &*replicas[0];
+    assert_eq!(counter(s, "day").await, (0, 100));
+    assert_eq!(counter(s, "minute").await, (0, 10));
+    for i in 0..60 {
+        s.commit_budget(&fp(&format!("p{i}")), NOW).await.unwrap();
+    }
+    assert_eq!(counter(s, "day").await, (100, 0));
+}
+
+on_both_backends!(
+    reserve_commit_release,
+    expired_holds_are_swept,
+    concurrent_reservations_respect_the_cap,
+);
