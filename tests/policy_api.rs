@@ -15,9 +15,9 @@ use serde_json::{Value, json};
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
-/// 2026-11-21 23:00:00 UTC.
+/// 2026-11-27 23:00:00 UTC.
 const LATE_EVENING_MS: u64 = 1_795_820_400_000;
-/// 2026-11-22 00:00:00 UTC.
+/// 2026-11-28 00:00:00 UTC.
 const MIDNIGHT_MS: u64 = 1_795_824_000_000;
 const OTHER_PAY_TO: &str = "0x1111111111111111111111111111111111111111";
 
@@ -117,7 +117,8 @@ async fn daily_cap_resets_at_midnight_utc() {
     let answer = verify(&gh.addr, &third).await;
     assert_eq!(answer["invalidReason"], "policy_cap_exceeded", "{answer}");
     clock.set_ms(MIDNIGHT_MS);
-    assert_eq!(verify(&gh.addr, &third).await["isValid"], true);
+    let answer = verify(&gh.addr, &third).await;
+    assert_eq!(answer["isValid"], true, "{answer}");
     assert_eq!(settle(&gh.addr, &third).await["success"], true);
     assert_eq!(upstream.recorded.settle_calls.load(Ordering::SeqCst), 3);
     gh.stop().await.unwrap();
@@ -254,6 +255,118 @@ async fn discovered_endpoints_get_default_limits() {
     gh.stop().await.unwrap();
 }
 
+/// A second, different payment from the same payer to the same endpoint inside the window is
+/// refused; the same payment again is not a duplicate; after the window it is allowed.
+#[tokio::test]
+async fn duplicate_payments_within_the_window_are_refused() {
+    let upstream = test_upstream::start(Duration::ZERO).await;
+    let db = TestDb::sqlite();
+    let policy = PolicyConfig {
+        duplicate_window_secs: Some(30),
+        ..PolicyConfig::default()
+    };
+    let (gh, clock) = start_at(
+        policy_config(&db.url, &upstream.url, policy),
+        LATE_EVENING_MS,
+    )
+    .await;
+    let first = v2_body(&nonce());
+    assert_eq!(verify(&gh.addr, &first).await["isValid"], true);
+    assert_eq!(settle(&gh.addr, &first).await["success"], true);
+    let second = v2_body(&nonce());
+    clock.advance_ms(29_000);
+    let answer = verify(&gh.addr, &second).await;
+    assert_eq!(
+        answer["invalidReason"], "policy_duplicate_payment",
+        "{answer}"
+    );
+    clock.advance_ms(1_000);
+    assert_eq!(verify(&gh.addr, &second).await["isValid"], true);
+    assert_eq!(settle(&gh.addr, &second).await["success"], true);
+    gh.stop().await.unwrap();
+}
+
+/// Circuit breaker per payer and endpoint: three consecutive violations open it (even a good
+/// payment is then refused), the cooldown half-opens it, a violation while half-open re-opens
+/// it, a success closes it, and an admin reset closes it at once.
+#[tokio::test]
+async fn circuit_breaker_opens_half_opens_and_resets() {
+    let upstream = test_upstream::start(Duration::ZERO).await;
+    let db = TestDb::sqlite();
+    let mut policy = PolicyConfig {
+        global: Rule {
+            block_recipients: vec![OTHER_PAY_TO.into()],
+            ..Rule::default()
+        },
+        breaker: Some(gatehouse::policy::BreakerConfig {
+            threshold: 3,
+            cooldown_secs: 60,
+        }),
+        ..PolicyConfig::default()
+    };
+    policy.discovery.enabled = false;
+    let (gh, clock) = start_at(
+        policy_config(&db.url, &upstream.url, policy),
+        LATE_EVENING_MS,
+    )
+    .await;
+    let good = || v2_body(&nonce());
+    let bad = || body_paying(&nonce(), OTHER_PAY_TO);
+    assert_eq!(verify(&gh.addr, &good()).await["isValid"], true);
+    for _ in 0..3 {
+        let answer = verify(&gh.addr, &bad()).await;
+        assert_eq!(
+            answer["invalidReason"], "policy_recipient_blocked",
+            "{answer}"
+        );
+    }
+    let answer = verify(&gh.addr, &good()).await;
+    assert_eq!(answer["invalidReason"], "policy_circuit_open", "{answer}");
+
+    // Cooldown → half-open; a violation re-opens at once.
+    clock.advance_ms(60_000);
+    let answer = verify(&gh.addr, &bad()).await;
+    assert_eq!(
+        answer["invalidReason"], "policy_recipient_blocked",
+        "{answer}"
+    );
+    let answer = verify(&gh.addr, &good()).await;
+    assert_eq!(answer["invalidReason"], "policy_circuit_open", "{answer}");
+
+    // Cooldown → half-open; a success closes it, so one violation no longer opens it.
+    clock.advance_ms(60_000);
+    assert_eq!(verify(&gh.addr, &good()).await["isValid"], true);
+    assert_eq!(
+        verify(&gh.addr, &bad()).await["invalidReason"],
+        "policy_recipient_blocked"
+    );
+    assert_eq!(verify(&gh.addr, &good()).await["isValid"], true);
+
+    // Open it again, then an admin reset closes it without waiting.
+    for _ in 0..3 {
+        verify(&gh.addr, &bad()).await;
+    }
+    assert_eq!(
+        verify(&gh.addr, &good()).await["invalidReason"],
+        "policy_circuit_open"
+    );
+    let store = gh.state.pipeline.store().clone();
+    let policy = gatehouse::policy::Policy::default();
+    let now = LATE_EVENING_MS + 120_000;
+    for subject in [
+        format!("payer:{PAYER}"),
+        "endpoint:api.example.com/premium".to_owned(),
+    ] {
+        assert_eq!(
+            store.breaker(&subject).await.unwrap().unwrap().state,
+            "open"
+        );
+        assert!(policy.reset_breaker(&*store, &subject, now).await.unwrap());
+    }
+    assert_eq!(verify(&gh.addr, &good()).await["isValid"], true);
+    gh.stop().await.unwrap();
+}
+
 /// A failed settle releases the reservation its verify made, so the budget is not lost.
 #[tokio::test]
 async fn failed_settle_releases_the_reservation() {
@@ -300,6 +413,12 @@ fn policy_section_loads_from_toml() {
     std::fs::write(
         &path,
         r#"
+[policy]
+duplicate_window_secs = 30
+
+[policy.breaker]
+threshold = 3
+
 [policy.global]
 max_per_request = "1000000"
 daily_cap = "50000000"
@@ -328,6 +447,17 @@ hourly_cap = "2000000"
     assert_eq!(config.policy.endpoints[0].requests_per_minute, Some(30));
     assert_eq!(config.policy.discovery.requests_per_minute, 10);
     assert_eq!(config.policy.payers[0].hourly_cap, amount("2000000"));
+    assert_eq!(config.policy.duplicate_window_secs, Some(30));
+    // The effective configuration prints back as loadable TOML (`gatehouse config`).
+    let shown = config.to_masked_toml();
+    assert!(
+        shown.contains("duplicate_window_secs = 30") && shown.contains("[[policy.endpoints]]"),
+        "{shown}"
+    );
+    std::fs::write(&path, &shown).unwrap();
+    let env = figment::providers::Env::prefixed("GATEHOUSE_NOT_SET_IN_POLICY_TESTS_");
+    let reloaded = Config::figment(Some(&path), env).unwrap();
+    assert_eq!(reloaded.policy, config.policy);
 
     // Amounts are strings of atomic units: a float or a number is refused by name.
     std::fs::write(&path, "[policy.global]\ndaily_cap = \"1.5\"\n").unwrap();
@@ -360,7 +490,7 @@ async fn two_replicas_admit_exactly_the_cap_under_concurrency() {
     config.upstream.verify_timeout_ms = 60_000;
     config.upstream.settle_timeout_ms = 60_000;
     config.request_timeout_ms = 120_000;
-    let started = std::time::Instant::now();
+    let started = tokio::time::Instant::now();
     let (a, _clock_a) = start_at(config.clone(), LATE_EVENING_MS).await;
     let (b, _clock_b) = start_at(config, LATE_EVENING_MS).await;
     let addrs = Arc::new([a.addr, b.addr]);

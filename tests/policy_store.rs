@@ -180,7 +180,37 @@ async fn concurrent_reservations_respect_the_cap(db: TestDb) {
     assert_eq!(counter(s, "day").await, (100, 0));
 }
 
+/// Duplicate detection is one atomic upsert: a new payment inside the window is refused, the
+/// same payment again and a payment after the window are recorded.
+async fn recent_payments_are_noted_atomically(db: TestDb) {
+    let store = connect(&db.url).await.unwrap();
+    let s = &*store;
+    assert!(s.note_recent("k", &fp("a"), 1_000, NOW).await.unwrap());
+    assert!(s.note_recent("k", &fp("a"), 1_000, NOW + 10).await.unwrap());
+    assert!(
+        !s.note_recent("k", &fp("b"), 1_000, NOW + 999)
+            .await
+            .unwrap()
+    );
+    assert!(
+        s.note_recent("other", &fp("b"), 1_000, NOW + 999)
+            .await
+            .unwrap()
+    );
+    assert!(
+        s.note_recent("k", &fp("b"), 1_000, NOW + 1_010)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !s.note_recent("k", &fp("a"), 1_000, NOW + 1_011)
+            .await
+            .unwrap()
+    );
+}
+
 on_both_backends!(
+    recent_payments_are_noted_atomically,
     reserve_commit_release,
     expired_holds_are_swept,
     concurrent_reservations_respect_the_cap,

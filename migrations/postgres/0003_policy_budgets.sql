@@ -31,3 +31,21 @@ CREATE TABLE policy_endpoints (
     source        TEXT   NOT NULL CHECK (source IN ('config', 'first_use')),
     created_at_ms BIGINT NOT NULL
 );
+
+-- Duplicate detection: the last payment per (payer, endpoint); another payment from the same
+-- payer to the same endpoint within the configured window is refused.
+CREATE TABLE policy_recent (
+    payer_endpoint TEXT NOT NULL PRIMARY KEY,
+    fingerprint    TEXT NOT NULL,
+    seen_at_ms     BIGINT NOT NULL
+);
+
+-- Circuit breakers per payer and per endpoint: N consecutive policy violations open one;
+-- after the cooldown it is half-open; a success closes it, a violation re-opens it.
+CREATE TABLE policy_breakers (
+    subject       TEXT NOT NULL PRIMARY KEY,
+    state         TEXT NOT NULL CHECK (state IN ('closed', 'open', 'half_open')),
+    failures      BIGINT NOT NULL,
+    opened_at_ms  BIGINT NOT NULL,
+    updated_at_ms BIGINT NOT NULL
+);

@@ -125,12 +125,40 @@ pub struct PolicyConfig {
     pub payers: Vec<Rule>,
     /// Defaults for endpoints not listed in `endpoints`.
     pub discovery: Discovery,
+    /// A second, different payment from the same payer to the same endpoint within this many
+    /// seconds is refused as a duplicate. Unset: no duplicate detection.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub duplicate_window_secs: Option<u64>,
+    /// Circuit breakers per payer and per endpoint. Unset: none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub breaker: Option<BreakerConfig>,
+}
+
+/// `[policy.breaker]`: consecutive policy violations open a breaker for the payer or endpoint.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BreakerConfig {
+    /// Consecutive violations that open it. Default 5.
+    pub threshold: u32,
+    /// Seconds an open breaker refuses everything before it turns half-open. Default 300.
+    pub cooldown_secs: u64,
+}
+
+impl Default for BreakerConfig {
+    fn default() -> Self {
+        Self {
+            threshold: 5,
+            cooldown_secs: 300,
+        }
+    }
 }
 
 impl PolicyConfig {
     /// Whether anything is configured at all (an empty section checks nothing).
     pub fn is_empty(&self) -> bool {
         self.global == Rule::default()
+            && self.duplicate_window_secs.is_none()
+            && self.breaker.is_none()
             && self.endpoints.is_empty()
             && self.payees.is_empty()
             && self.payers.is_empty()

@@ -13,7 +13,7 @@
 
 mod config;
 
-pub use config::{Atomic, Discovery, MAX_POLICY_AMOUNT, PolicyConfig, Rule};
+pub use config::{Atomic, BreakerConfig, Discovery, MAX_POLICY_AMOUNT, PolicyConfig, Rule};
 
 use alloy::primitives::U256;
 use serde_json::json;
@@ -84,8 +84,8 @@ impl Policy {
         self.config.is_empty()
     }
 
-    /// Runs the policy for `payment`: static controls, payTo pin, then the atomic reservation.
-    /// `Err` means a check could not run; the pipeline fails closed on it.
+    /// Runs the policy for `payment`: circuit breakers, static controls, payTo pin, the atomic
+    /// reservation, duplicates. `Err` means a check could not run; the pipeline fails closed.
     pub async fn check(
         &self,
         store: &dyn Store,
@@ -99,6 +99,68 @@ impl Policy {
                 hold: Hold::None,
             });
         }
+        let Some(breaker) = &self.config.breaker else {
+            return self.decide(store, payment, request_id, now_ms).await;
+        };
+        let subjects = breaker_subjects(payment);
+        for subject in &subjects {
+            let Some(record) = store.breaker(subject).await? else {
+                continue;
+            };
+            if record.state != "open" {
+                continue;
+            }
+            let reopens_at = u64::try_from(record.opened_at_ms)
+                .unwrap_or(0)
+                .saturating_add(breaker.cooldown_secs.saturating_mul(1000));
+            if now_ms < reopens_at {
+                return Ok(PolicyDecision {
+                    verdict: Verdict::deny(
+                        Step::Policy,
+                        Reason::new(
+                            ReasonCode::Policy("policy_circuit_open"),
+                            format!(
+                                "the circuit breaker for {subject} is open after {} consecutive policy violations; it half-opens at {reopens_at} ms or on an admin reset",
+                                record.failures
+                            ),
+                        ),
+                    ),
+                    hold: Hold::None,
+                });
+            }
+            store.breaker_half_open(subject, now_ms).await?;
+        }
+        let decision = self.decide(store, payment, request_id, now_ms).await?;
+        for subject in &subjects {
+            if decision.verdict.outcome == crate::verdict::Outcome::Deny {
+                store
+                    .breaker_violation(subject, breaker.threshold, now_ms)
+                    .await?;
+            } else {
+                store.breaker_success(subject, now_ms).await?;
+            }
+        }
+        Ok(decision)
+    }
+
+    /// Admin reset of a breaker (`payer:<address>` or `endpoint:<host/path>`); true if one
+    /// existed.
+    pub async fn reset_breaker(
+        &self,
+        store: &dyn Store,
+        subject: &str,
+        now_ms: u64,
+    ) -> Result<bool, StoreError> {
+        store.reset_breaker(subject, now_ms).await
+    }
+
+    async fn decide(
+        &self,
+        store: &dyn Store,
+        payment: &Payment,
+        request_id: &str,
+        now_ms: u64,
+    ) -> Result<PolicyDecision, StoreError> {
         let deny = |reason: Reason| PolicyDecision {
             verdict: Verdict::deny(Step::Policy, reason),
             hold: Hold::None,
@@ -156,6 +218,9 @@ impl Policy {
             }
         }
         if plan.counters.is_empty() {
+            if let Some(reason) = self.duplicate(store, payment, &plan, now_ms).await? {
+                return Ok(deny(reason));
+            }
             let mut verdict = Verdict::allow(Step::Policy);
             verdict.checked = checked;
             return Ok(PolicyDecision {
@@ -179,6 +244,12 @@ impl Policy {
                 cap,
             } => return Ok(deny(exceeded(&key, used, reserved, cap))),
         };
+        if let Some(reason) = self.duplicate(store, payment, &plan, now_ms).await? {
+            if hold == Hold::Fresh {
+                store.release_budget(&payment.fingerprint, now_ms).await?;
+            }
+            return Ok(deny(reason));
+        }
         checked.push(format!(
             "reserved against {} cap(s): {}",
             plan.counters.len(),
@@ -191,6 +262,38 @@ impl Policy {
         let mut verdict = Verdict::allow(Step::Policy);
         verdict.checked = checked;
         Ok(PolicyDecision { verdict, hold })
+    }
+
+    /// Refuses a different payment from the same payer to the same endpoint within the
+    /// configured window (checked after the reservation, so a refused payment leaves no mark).
+    async fn duplicate(
+        &self,
+        store: &dyn Store,
+        payment: &Payment,
+        plan: &Plan,
+        now_ms: u64,
+    ) -> Result<Option<Reason>, StoreError> {
+        let (Some(window_secs), Some(payer), Some(endpoint)) = (
+            self.config.duplicate_window_secs,
+            payment.payer.as_deref(),
+            plan.endpoint.as_deref(),
+        ) else {
+            return Ok(None);
+        };
+        let key = format!("{}|{endpoint}", norm(payer));
+        let window_ms = window_secs.saturating_mul(1000);
+        if store
+            .note_recent(&key, &payment.fingerprint, window_ms, now_ms)
+            .await?
+        {
+            return Ok(None);
+        }
+        Ok(Some(Reason::new(
+            ReasonCode::Policy("policy_duplicate_payment"),
+            format!(
+                "payer {payer} already paid for {endpoint} within the last {window_secs} s; a second payment is refused as a duplicate"
+            ),
+        )))
     }
 
     /// The static decision: refuses on lists, assets, networks and per-request maxima, and
@@ -375,6 +478,18 @@ impl Policy {
     }
 }
 
+/// The breakers a payment answers to: its payer's and its endpoint's.
+fn breaker_subjects(payment: &Payment) -> Vec<String> {
+    let mut subjects = Vec::new();
+    if let Some(payer) = &payment.payer {
+        subjects.push(format!("payer:{}", norm(payer)));
+    }
+    if let Some((host, path)) = payment.resource.as_deref().and_then(endpoint_of) {
+        subjects.push(format!("endpoint:{host}{path}"));
+    }
+    subjects
+}
+
 fn exceeded(key: &str, used: i64, reserved: i64, cap: i64) -> Reason {
     let mut parts = key.split('|');
     let scope = parts.next().unwrap_or(key);
@@ -484,6 +599,8 @@ mod tests {
         assert_eq!(civil_month(20_778), (2026, 10));
         assert_eq!(civil_month(20_788), (2026, 11));
         assert_eq!(civil_month(20_787), (2026, 10));
+        assert_eq!(window("month", 20_788 * DAY_MS), 2026 * 12 + 11);
+        assert_eq!(window("day", 20_788 * DAY_MS - 1), 20_787);
         assert_eq!(civil_month(19_782), (2024, 1));
         assert_eq!(civil_month(0), (1970, 0));
     }

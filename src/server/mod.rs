@@ -30,6 +30,7 @@ use alloy::signers::local::PrivateKeySigner;
 
 use crate::chain::evm::EvmChecker;
 use crate::chain::evm::settle::EvmSettler;
+use crate::chain::svm::SvmChecker;
 use crate::chain::{ChainCheckers, ChainConfig, SettlementMode};
 use crate::clock::{SharedClock, SystemClock};
 use crate::config::{Config, ConfigError, ConfigProblem};
@@ -48,6 +49,8 @@ pub struct AppState {
     pub config: Arc<Config>,
     /// Resolves unknown settlement outcomes from the chain (run periodically by [`start`]).
     pub reconciler: Arc<Reconciler>,
+    /// The Solana checker, whose fee payers follow the upstream's `/supported`.
+    pub svm: Arc<SvmChecker>,
 }
 
 /// Starting the server failed.
@@ -79,7 +82,7 @@ pub enum StartError {
 pub async fn build_state(config: Config, clock: SharedClock) -> Result<AppState, StartError> {
     let store = store::connect(config.database_url.expose()).await?;
     let upstream = Arc::new(Upstream::new(&config.upstream)?);
-    let chains = chain_checkers(&config)?;
+    let (chains, svm) = chain_checkers(&config)?;
     let (settlers, readers) = settlers(&config)?;
     // Every settle ends before request_timeout_ms (validated); the margin covers clock skew
     // between replicas and the last RPC calls.
@@ -99,6 +102,7 @@ pub async fn build_state(config: Config, clock: SharedClock) -> Result<AppState,
         pipeline,
         config: Arc::new(config),
         reconciler,
+        svm,
     })
 }
 
@@ -174,9 +178,35 @@ fn load_signer(id: &str, chain: &ChainConfig) -> Result<PrivateKeySigner, Config
         .map_err(|_| problem(field, "is not a 32-byte hex secp256k1 private key".into()))
 }
 
-fn chain_checkers(config: &Config) -> Result<ChainCheckers, StartError> {
+fn chain_checkers(config: &Config) -> Result<(ChainCheckers, Arc<SvmChecker>), StartError> {
     let evm = EvmChecker::new(&config.chains).map_err(|e| StartError::Chain(e.to_string()))?;
-    Ok(ChainCheckers::new(&config.chains).with_evm(Arc::new(evm)))
+    let svm =
+        Arc::new(SvmChecker::new(&config.chains).map_err(|e| StartError::Chain(e.to_string()))?);
+    let checkers = ChainCheckers::new(&config.chains)
+        .with_evm(Arc::new(evm))
+        .with_svm(svm.clone());
+    Ok((checkers, svm))
+}
+
+/// Keeps the Solana checker's accepted fee payers equal to the upstream's signers: a Solana
+/// payment's `feePayer` must belong to the facilitator that will co-sign it (spec §1.5).
+/// Until the first `/supported` answer arrives, no upstream fee payer is accepted (fail closed).
+fn spawn_fee_payer_sync(state: &AppState) -> Option<tokio::task::JoinHandle<()>> {
+    // No Solana chain configured: nothing to keep in sync.
+    state.svm.networks().next()?;
+    let (svm, upstream) = (state.svm.clone(), state.pipeline.upstream().clone());
+    let every = Duration::from_secs(state.config.upstream.supported_cache_ttl_secs.max(5));
+    Some(tokio::spawn(async move {
+        loop {
+            match upstream.supported().await {
+                Ok(supported) => svm.update_fee_payers_from_supported(&supported),
+                Err(error) => {
+                    tracing::warn!(error = %error, "Upstream /supported unavailable; Solana fee payers not refreshed.")
+                }
+            }
+            tokio::time::sleep(every).await;
+        }
+    }))
 }
 
 /// The router with every route and edge layer.
@@ -235,11 +265,15 @@ pub struct Running {
     shutdown: Option<oneshot::Sender<()>>,
     task: tokio::task::JoinHandle<std::io::Result<()>>,
     reconcile_task: tokio::task::JoinHandle<()>,
+    fee_payer_task: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Drop for Running {
     fn drop(&mut self) {
         self.reconcile_task.abort();
+        if let Some(task) = &self.fee_payer_task {
+            task.abort();
+        }
     }
 }
 
@@ -247,6 +281,9 @@ impl Running {
     /// Stops accepting, drains in-flight requests, and waits for the server to end.
     pub async fn stop(mut self) -> std::io::Result<()> {
         self.reconcile_task.abort();
+        if let Some(task) = &self.fee_payer_task {
+            task.abort();
+        }
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }
@@ -293,6 +330,7 @@ pub async fn start_with_clock(config: Config, clock: SharedClock) -> Result<Runn
         .reconciler
         .clone()
         .spawn(Duration::from_secs(state.config.reconcile_interval_secs));
+    let fee_payer_task = spawn_fee_payer_sync(&state);
     tracing::info!(%addr, "Gatehouse listening.");
     Ok(Running {
         addr,
@@ -300,5 +338,6 @@ pub async fn start_with_clock(config: Config, clock: SharedClock) -> Result<Runn
         shutdown: Some(tx),
         task,
         reconcile_task,
+        fee_payer_task,
     })
 }

@@ -114,6 +114,51 @@ pub trait Store: Send + Sync + fmt::Debug {
 
     /// Pins `pay_to` for `endpoint` unless one is pinned already; returns the pin in force.
     async fn pin_endpoint(&self, pin: &EndpointPin) -> Result<PinOutcome, StoreError>;
+
+    /// Records `fingerprint` as the latest payment for `key` (payer and endpoint) unless a
+    /// different payment was recorded for it after `now_ms - window_ms`; atomically. Returns
+    /// whether it was recorded (false: a duplicate within the window).
+    async fn note_recent(
+        &self,
+        key: &str,
+        fingerprint: &Fingerprint,
+        window_ms: u64,
+        now_ms: u64,
+    ) -> Result<bool, StoreError>;
+
+    /// The circuit breaker for `subject` (`payer:...` or `endpoint:...`), if it ever tripped.
+    async fn breaker(&self, subject: &str) -> Result<Option<BreakerRecord>, StoreError>;
+
+    /// Counts one policy violation: the `threshold`-th consecutive one, or any while
+    /// half-open, opens the breaker. Returns the state after.
+    async fn breaker_violation(
+        &self,
+        subject: &str,
+        threshold: u32,
+        now_ms: u64,
+    ) -> Result<BreakerRecord, StoreError>;
+
+    /// A payment passed the policy: the breaker closes and its count resets.
+    async fn breaker_success(&self, subject: &str, now_ms: u64) -> Result<(), StoreError>;
+
+    /// Moves an open breaker whose cooldown has passed to half-open; true if it did.
+    async fn breaker_half_open(&self, subject: &str, now_ms: u64) -> Result<bool, StoreError>;
+
+    /// Admin reset: closes the breaker; true if there was one.
+    async fn reset_breaker(&self, subject: &str, now_ms: u64) -> Result<bool, StoreError>;
+}
+
+/// A stored circuit breaker.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BreakerRecord {
+    /// `payer:...` or `endpoint:...`.
+    pub subject: String,
+    /// `closed`, `open` or `half_open`.
+    pub state: String,
+    /// Consecutive violations.
+    pub failures: i64,
+    /// When it last opened.
+    pub opened_at_ms: i64,
 }
 
 /// One cap a payment must fit under.

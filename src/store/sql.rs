@@ -14,9 +14,9 @@ use sqlx::migrate::Migrator;
 use sqlx::{AnyPool, FromRow};
 
 use super::{
-    Backend, Begin, BudgetCounter, BudgetRequest, EndpointPin, EvidenceDraft, EvidenceRecord,
-    PinOutcome, Reserve, SettlementClaim, SettlementOutcome, SettlementRecord, SettlementState,
-    Store, StoreError,
+    Backend, Begin, BreakerRecord, BudgetCounter, BudgetRequest, EndpointPin, EvidenceDraft,
+    EvidenceRecord, PinOutcome, Reserve, SettlementClaim, SettlementOutcome, SettlementRecord,
+    SettlementState, Store, StoreError,
 };
 use crate::evidence::{canonical_json, expected_hash, record_hash};
 use crate::protocol::payment::Fingerprint;
@@ -625,17 +625,19 @@ impl Store for SqlStore {
             sweep_expired(&mut tx, &counter.key, now).await?;
         }
         // With every touched counter locked and swept, the payment's own holds are current.
-        let (live,): (i64,) = sqlx::query_as(
-            "SELECT COUNT(*) FROM policy_holds WHERE fingerprint = $1 \
-             AND state IN ('reserved', 'committed')",
-        )
-        .bind(fingerprint)
-        .fetch_one(&mut *tx)
-        .await?;
-        if live > 0 {
+        let states: Vec<(String,)> =
+            sqlx::query_as("SELECT state FROM policy_holds WHERE fingerprint = $1")
+                .bind(fingerprint)
+                .fetch_all(&mut *tx)
+                .await?;
+        if states
+            .iter()
+            .any(|(state,)| state == "reserved" || state == "committed")
+        {
             tx.commit().await?;
             return Ok(Reserve::AlreadyHeld);
         }
+        let lapsed = states.iter().any(|(state,)| state == "expired");
         for counter in &counters {
             let took = sqlx::query(
                 "UPDATE policy_counters SET reserved = reserved + $2, updated_at_ms = $4 \
@@ -678,15 +680,17 @@ impl Store for SqlStore {
             .execute(&mut *tx)
             .await?;
         }
-        // Lapsed holds of this payment on counters it no longer touches are superseded.
-        sqlx::query(
-            "UPDATE policy_holds SET state = 'released', updated_at_ms = $2 \
-             WHERE fingerprint = $1 AND state = 'expired'",
-        )
-        .bind(fingerprint)
-        .bind(now)
-        .execute(&mut *tx)
-        .await?;
+        if lapsed {
+            // Lapsed holds of this payment on counters it no longer touches are superseded.
+            sqlx::query(
+                "UPDATE policy_holds SET state = 'released', updated_at_ms = $2 \
+                 WHERE fingerprint = $1 AND state = 'expired'",
+            )
+            .bind(fingerprint)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        }
         tx.commit().await?;
         Ok(Reserve::Reserved)
     }
@@ -743,40 +747,156 @@ impl Store for SqlStore {
             created: inserted.rows_affected() == 1,
         })
     }
+
+    async fn note_recent(
+        &self,
+        key: &str,
+        fingerprint: &Fingerprint,
+        window_ms: u64,
+        now_ms: u64,
+    ) -> Result<bool, StoreError> {
+        let now = to_db_ms(now_ms, "now_ms")?;
+        let since = now.saturating_sub(to_db_ms(window_ms, "window_ms")?);
+        // One upsert decides: a new key, the same payment again, or an entry older than the
+        // window is (re)written; anything else is a duplicate and changes nothing.
+        let written = sqlx::query(
+            "INSERT INTO policy_recent (payer_endpoint, fingerprint, seen_at_ms) \
+             VALUES ($1, $2, $3) ON CONFLICT (payer_endpoint) DO UPDATE \
+             SET fingerprint = excluded.fingerprint, seen_at_ms = excluded.seen_at_ms \
+             WHERE policy_recent.fingerprint = excluded.fingerprint \
+             OR policy_recent.seen_at_ms <= $4",
+        )
+        .bind(key)
+        .bind(fingerprint.0.as_str())
+        .bind(now)
+        .bind(since)
+        .execute(&self.pool)
+        .await?;
+        Ok(written.rows_affected() == 1)
+    }
+
+    async fn breaker(&self, subject: &str) -> Result<Option<BreakerRecord>, StoreError> {
+        let row: Option<(String, String, i64, i64)> = sqlx::query_as(
+            "SELECT subject, state, failures, opened_at_ms FROM policy_breakers WHERE subject = $1",
+        )
+        .bind(subject)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(
+            row.map(|(subject, state, failures, opened_at_ms)| BreakerRecord {
+                subject,
+                state,
+                failures,
+                opened_at_ms,
+            }),
+        )
+    }
+
+    async fn breaker_violation(
+        &self,
+        subject: &str,
+        threshold: u32,
+        now_ms: u64,
+    ) -> Result<BreakerRecord, StoreError> {
+        let now = to_db_ms(now_ms, "now_ms")?;
+        let threshold = i64::from(threshold.max(1));
+        let first_state = if threshold <= 1 { "open" } else { "closed" };
+        // One upsert, so concurrent violations count exactly.
+        sqlx::query(
+            "INSERT INTO policy_breakers (subject, state, failures, opened_at_ms, updated_at_ms) \
+             VALUES ($1, $4, 1, $3, $3) ON CONFLICT (subject) DO UPDATE SET \
+             opened_at_ms = CASE WHEN policy_breakers.state = 'open' \
+                 THEN policy_breakers.opened_at_ms \
+                 WHEN policy_breakers.state = 'half_open' \
+                   OR policy_breakers.failures + 1 >= $2 THEN $3 \
+                 ELSE policy_breakers.opened_at_ms END, \
+             state = CASE WHEN policy_breakers.state <> 'closed' \
+                   OR policy_breakers.failures + 1 >= $2 THEN 'open' ELSE 'closed' END, \
+             failures = policy_breakers.failures + 1, updated_at_ms = $3",
+        )
+        .bind(subject)
+        .bind(threshold)
+        .bind(now)
+        .bind(first_state)
+        .execute(&self.pool)
+        .await?;
+        self.breaker(subject)
+            .await?
+            .ok_or_else(|| StoreError::Corrupt("breaker vanished after upsert".into()))
+    }
+
+    async fn breaker_success(&self, subject: &str, now_ms: u64) -> Result<(), StoreError> {
+        let now = to_db_ms(now_ms, "now_ms")?;
+        sqlx::query(
+            "UPDATE policy_breakers SET state = 'closed', failures = 0, updated_at_ms = $2 \
+             WHERE subject = $1 AND (state <> 'closed' OR failures <> 0)",
+        )
+        .bind(subject)
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn breaker_half_open(&self, subject: &str, now_ms: u64) -> Result<bool, StoreError> {
+        let now = to_db_ms(now_ms, "now_ms")?;
+        let moved = sqlx::query(
+            "UPDATE policy_breakers SET state = 'half_open', updated_at_ms = $2 \
+             WHERE subject = $1 AND state = 'open'",
+        )
+        .bind(subject)
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        Ok(moved.rows_affected() == 1)
+    }
+
+    async fn reset_breaker(&self, subject: &str, now_ms: u64) -> Result<bool, StoreError> {
+        let now = to_db_ms(now_ms, "now_ms")?;
+        let reset = sqlx::query(
+            "UPDATE policy_breakers SET state = 'closed', failures = 0, updated_at_ms = $2 \
+             WHERE subject = $1",
+        )
+        .bind(subject)
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        Ok(reset.rows_affected() == 1)
+    }
 }
 
 type AnyTx<'c> = sqlx::Transaction<'c, sqlx::Any>;
 
-/// Creates the counter if missing and takes its row lock until commit (PostgreSQL; SQLite's
-/// `BEGIN IMMEDIATE` already serialises writers).
+/// Creates the counter if missing and takes its row lock until commit, in one upsert
+/// (PostgreSQL locks the row it inserts or updates; SQLite's `BEGIN IMMEDIATE` already
+/// serialises writers).
 async fn lock_counter(tx: &mut AnyTx<'_>, key: &str, now: i64) -> Result<(), StoreError> {
     sqlx::query(
         "INSERT INTO policy_counters (counter_key, used, reserved, updated_at_ms) \
-         VALUES ($1, 0, 0, $2) ON CONFLICT (counter_key) DO NOTHING",
+         VALUES ($1, 0, 0, $2) \
+         ON CONFLICT (counter_key) DO UPDATE SET updated_at_ms = excluded.updated_at_ms",
     )
     .bind(key)
     .bind(now)
     .execute(&mut **tx)
     .await?;
-    sqlx::query("UPDATE policy_counters SET updated_at_ms = $2 WHERE counter_key = $1")
-        .bind(key)
-        .bind(now)
-        .execute(&mut **tx)
-        .await?;
     Ok(())
 }
 
 /// Gives back holds on `key` whose payment lifetime has passed. Runs under the counter's lock,
 /// and every statement reads the latest committed holds, so the sum is exact.
 async fn sweep_expired(tx: &mut AnyTx<'_>, key: &str, now: i64) -> Result<(), StoreError> {
-    let (expired,): (i64,) = sqlx::query_as(
-        "SELECT CAST(COALESCE(SUM(amount), 0) AS BIGINT) FROM policy_holds \
+    let (count, expired): (i64, i64) = sqlx::query_as(
+        "SELECT COUNT(*), CAST(COALESCE(SUM(amount), 0) AS BIGINT) FROM policy_holds \
          WHERE counter_key = $1 AND state = 'reserved' AND expires_at_ms <= $2",
     )
     .bind(key)
     .bind(now)
     .fetch_one(&mut **tx)
     .await?;
+    if count == 0 {
+        return Ok(());
+    }
     if expired > 0 {
         sqlx::query("UPDATE policy_counters SET reserved = reserved - $2 WHERE counter_key = $1")
             .bind(key)
