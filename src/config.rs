@@ -289,6 +289,19 @@ impl Config {
                     ),
                     _ => {}
                 }
+                let receipt_ms = chain
+                    .settle_receipt_timeout_secs
+                    .unwrap_or(crate::chain::DEFAULT_RECEIPT_TIMEOUT_SECS)
+                    .saturating_mul(1_000);
+                if self.request_timeout_ms <= receipt_ms {
+                    problem(
+                        &format!("{key}.settle_receipt_timeout_secs"),
+                        format!(
+                            "must be below request_timeout_ms ({} ms), or local settles would be cut off",
+                            self.request_timeout_ms
+                        ),
+                    );
+                }
             }
             for (i, url) in chain.rpc_urls.iter().enumerate() {
                 if !is_http_url(url) {
@@ -411,6 +424,38 @@ rpc_urls = ["http://127.0.0.1:8545"]
         assert_eq!(c.listen, "127.0.0.1:5000");
         assert_eq!(c.upstream.url, "http://127.0.0.1:9/facilitator");
         assert_eq!(c.chains["eip155:84532"].rpc_urls, ["http://127.0.0.1:8545"]);
+    }
+
+    #[test]
+    fn local_settlement_needs_one_key_source_and_a_short_enough_receipt_wait() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("g.toml");
+        std::fs::write(
+            &path,
+            concat!(
+                "request_timeout_ms = 10000\n",
+                "[upstream]\nsettle_timeout_ms = 5000\n",
+                "[chains.\"eip155:8453\"]\nrpc_urls = [\"http://rpc\"]\nsettlement = \"local\"\n",
+                "[chains.\"eip155:84532\"]\nrpc_urls = [\"http://rpc\"]\nsettlement = \"local\"\n",
+                "signer_key_env = \"K\"\nsigner_key_file = \"/k\"\nsettle_receipt_timeout_secs = 5\n",
+                "[chains.\"eip155:1\"]\nrpc_urls = [\"http://rpc\"]\nsettlement = \"local\"\n",
+                "signer_key_env = \"K\"\nsettle_receipt_timeout_secs = 5\n",
+            ),
+        )
+        .unwrap();
+        let Err(ConfigError::Invalid(problems)) = Config::figment(Some(&path), no_env()) else {
+            panic!("expected invalid");
+        };
+        let keys: Vec<_> = problems.iter().map(|p| p.key.as_str()).collect();
+        assert_eq!(
+            keys,
+            [
+                "chains.\"eip155:8453\".signer_key_env",
+                "chains.\"eip155:8453\".settle_receipt_timeout_secs",
+                "chains.\"eip155:84532\".signer_key_env",
+            ],
+            "{problems:?}"
+        );
     }
 
     #[test]

@@ -10,10 +10,13 @@
 //! finishes the journal entry and appends a `reconcile` evidence record; an undecided one is
 //! left for the next round.
 //!
-//! Entries still `in_flight` are not touched here: the store only lists `pending` ones, and an
-//! in-flight entry belongs to a request that may still be running. A settle whose process died
-//! mid-flight therefore stays in flight for an operator (the `settle_forward` record says what
-//! was attempted); see the report's known gaps.
+//! Entries still `in_flight` belong to a request that may still be running, so they are only
+//! examined once *stale*: not updated for `stale_in_flight_after` (the server uses
+//! `request_timeout_ms` + 60 s; every settle, forwarded or local, is bounded below
+//! `request_timeout_ms` by configuration validation, so such a request is certainly over, most
+//! likely because its process died). Their hash is unknown, so only `authorizationState` and
+//! `validBefore` decide them: used → settled, expired unused → failed, else left alone (a
+//! transaction may still land).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -38,7 +41,7 @@ const BATCH: u32 = 100;
 /// What one reconciliation round did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ReconcileReport {
-    /// Pending entries looked at.
+    /// Pending and stale in-flight entries looked at.
     pub examined: usize,
     /// Resolved as settled.
     pub settled: usize,
@@ -56,6 +59,7 @@ pub struct Reconciler {
     store: Arc<dyn Store>,
     chains: BTreeMap<String, Arc<EvmSettler>>,
     clock: SharedClock,
+    stale_in_flight_after: Duration,
 }
 
 /// Why one entry could not be examined.
@@ -73,24 +77,36 @@ enum EntryError {
 
 impl Reconciler {
     /// A reconciler over `store`, reading the chains in `chains` (CAIP-2 → settler; the
-    /// settler's key is not used, only its RPC).
+    /// settler's key is not used, only its RPC). In-flight entries not updated for
+    /// `stale_in_flight_after` are examined too.
     pub fn new(
         store: Arc<dyn Store>,
         chains: BTreeMap<String, Arc<EvmSettler>>,
         clock: SharedClock,
+        stale_in_flight_after: Duration,
     ) -> Self {
         Self {
             store,
             chains,
             clock,
+            stale_in_flight_after,
         }
     }
 
-    /// One round over the pending entries. `Err` only when the journal cannot be listed.
+    /// One round over the pending (and stale in-flight) entries. `Err` only when the journal
+    /// cannot be listed.
     pub async fn reconcile_once(&self) -> Result<ReconcileReport, StoreError> {
-        let pending = self.store.pending_settlements(BATCH).await?;
+        let mut entries = self.store.pending_settlements(BATCH).await?;
+        let stale_before = self.clock.now_ms().saturating_sub(
+            u64::try_from(self.stale_in_flight_after.as_millis()).unwrap_or(u64::MAX),
+        );
+        entries.extend(
+            self.store
+                .stale_in_flight_settlements(stale_before, BATCH)
+                .await?,
+        );
         let mut report = ReconcileReport::default();
-        for record in pending {
+        for record in entries {
             report.examined += 1;
             match self.entry(&record).await {
                 Ok(Some(SettlementState::Settled)) => report.settled += 1,

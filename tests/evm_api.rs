@@ -653,6 +653,7 @@ async fn missing_or_invalid_signer_key_is_a_config_error_naming_the_key() {
     let db = TestDb::sqlite();
     let dir = tempfile::tempdir().expect("dir");
     let mut config = common::test_config(&db.url, "http://127.0.0.1:9");
+    config.request_timeout_ms = 60_000;
     config.chains.clear();
     let mut entry = chain("http://127.0.0.1:9", None, Some(&dir.path().join("absent")));
     config.chains.insert(NETWORK.to_owned(), entry.clone());
@@ -693,4 +694,182 @@ async fn signer_key_is_not_in_debug_output() {
     let debug = format!("{:?}", local.gh.state);
     assert!(!debug.contains(DEV_KEYS[3]), "key leaked in Debug");
     local.gh.stop().await.expect("stop");
+}
+
+/// Forward mode: settlements the upstream left unknown (a 500) are resolved from the chain
+/// (`authorizationState` is authoritative whoever sent the transaction): one used on-chain
+/// becomes settled, one whose `validBefore` passed unused becomes failed.
+#[tokio::test]
+async fn forward_mode_pending_settlements_are_reconciled_from_the_chain() {
+    let anvil = Anvil::start().await;
+    let upstream = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/settle"))
+        .respond_with(ResponseTemplate::new(500))
+        .expect(2)
+        .mount(&upstream)
+        .await;
+    let db = TestDb::sqlite();
+    let mut config = common::test_config(&db.url, &upstream.uri());
+    config.chains.clear();
+    config
+        .chains
+        .insert(NETWORK.to_owned(), chain(&anvil.url, Some(&anvil), None));
+    config.reconcile_interval_secs = 3_600;
+    let start_secs = now(&anvil).await;
+    let (gh, clock) = common::start_at(config, start_secs * 1_000).await;
+
+    let landed = Pay::new(&anvil, start_secs, signer(0));
+    let lapsed = Pay::new(&anvil, start_secs, signer(1));
+    for pay in [&landed, &lapsed] {
+        let (_, s, _) = post_json(&format!("http://{}/settle", gh.addr), &pay.body()).await;
+        assert_eq!(s["errorReason"], code(ReasonCode::SettlementPending), "{s}");
+    }
+    let store = gh.state.pipeline.store().clone();
+    assert_eq!(
+        store.pending_settlements(10).await.expect("pending").len(),
+        2
+    );
+
+    // The upstream's transaction did land for `landed` (sent here directly).
+    let sig = landed.signed().to_vec();
+    let m = landed.message();
+    let direct = IEip3009Token::transferWithAuthorization_0Call {
+        from: m.from,
+        to: m.to,
+        value: m.value,
+        validAfter: m.validAfter,
+        validBefore: m.validBefore,
+        nonce: m.nonce,
+        v: sig[64],
+        r: B256::from_slice(&sig[0..32]),
+        s: B256::from_slice(&sig[32..64]),
+    }
+    .abi_encode();
+    anvil.send(Some(anvil.usdc), direct).await;
+
+    let report = gh.state.reconciler.reconcile_once().await.expect("round");
+    assert_eq!(
+        (report.examined, report.settled, report.undecided),
+        (2, 1, 1),
+        "{report:?}"
+    );
+
+    // Past `validBefore` the unused authorization can never settle.
+    clock.set_ms((lapsed.valid_before + 1) * 1_000);
+    let report = gh.state.reconciler.reconcile_once().await.expect("round");
+    assert_eq!((report.examined, report.failed), (1, 1), "{report:?}");
+    assert!(
+        store
+            .pending_settlements(10)
+            .await
+            .expect("pending")
+            .is_empty()
+    );
+
+    let evidence = store.evidence_after(0, 1_000).await.expect("evidence");
+    let decisions: Vec<&str> = evidence
+        .iter()
+        .filter(|e| e.kind == "reconcile")
+        .map(|e| e.decision.as_str())
+        .collect();
+    assert_eq!(decisions, ["settled", "failed"]);
+    gh.stop().await.expect("stop");
+    upstream.verify().await;
+}
+
+/// An entry left `in_flight` (its process died mid-settle) is examined only once stale
+/// (request timeout + 60 s), then decided by `authorizationState` / `validBefore`.
+#[tokio::test]
+async fn stale_in_flight_settlements_are_reconciled_once_stale() {
+    use gatehouse::protocol::{FacilitatorRequest, normalise};
+    use gatehouse::store::{EvidenceDraft, SettlementClaim, SettlementState};
+
+    let anvil = Anvil::start().await;
+    let db = TestDb::sqlite();
+    let mut config = common::test_config(&db.url, "http://127.0.0.1:9");
+    config.chains.clear();
+    config
+        .chains
+        .insert(NETWORK.to_owned(), chain(&anvil.url, Some(&anvil), None));
+    config.reconcile_interval_secs = 3_600;
+    let request_timeout_ms = config.request_timeout_ms;
+    let t0_secs = now(&anvil).await;
+    let (gh, clock) = common::start_at(config, t0_secs * 1_000).await;
+    let store = gh.state.pipeline.store().clone();
+
+    let landed = Pay::new(&anvil, t0_secs, signer(0));
+    let lapsed = Pay::new(&anvil, t0_secs, signer(1));
+    let mut fingerprints = Vec::new();
+    for pay in [&landed, &lapsed] {
+        // What the pipeline writes before forwarding: the claim and the settle_forward record.
+        let body = pay.body();
+        let request = FacilitatorRequest::decode(bytes::Bytes::from(
+            serde_json::to_vec(&body).expect("json"),
+        ))
+        .expect("decodes");
+        let payment = normalise(&request).expect("normalises");
+        store
+            .begin_settlement(&SettlementClaim {
+                fingerprint: payment.fingerprint.clone(),
+                payment_identifier: None,
+                request_digest: "test".into(),
+                network: NETWORK.into(),
+                payer: payment.payer.clone(),
+                now_ms: t0_secs * 1_000,
+            })
+            .await
+            .expect("claim");
+        store
+            .append_evidence(EvidenceDraft {
+                kind: "settle_forward".into(),
+                gate: Some("settle".into()),
+                fingerprint: Some(payment.fingerprint.clone()),
+                decision: "allow".into(),
+                request_id: "crashed".into(),
+                created_at_ms: t0_secs * 1_000,
+                body: json!({"request": body}),
+            })
+            .await
+            .expect("evidence");
+        fingerprints.push(payment.fingerprint);
+    }
+    let sig = landed.signed().to_vec();
+    let m = landed.message();
+    let direct = IEip3009Token::transferWithAuthorization_0Call {
+        from: m.from,
+        to: m.to,
+        value: m.value,
+        validAfter: m.validAfter,
+        validBefore: m.validBefore,
+        nonce: m.nonce,
+        v: sig[64],
+        r: B256::from_slice(&sig[0..32]),
+        s: B256::from_slice(&sig[32..64]),
+    }
+    .abi_encode();
+    anvil.send(Some(anvil.usdc), direct).await;
+
+    // Not stale yet: the request that owns them might still be running.
+    clock.set_ms(t0_secs * 1_000 + request_timeout_ms);
+    let report = gh.state.reconciler.reconcile_once().await.expect("round");
+    assert_eq!(report.examined, 0, "{report:?}");
+
+    clock.set_ms(t0_secs * 1_000 + request_timeout_ms + 61_000);
+    let report = gh.state.reconciler.reconcile_once().await.expect("round");
+    assert_eq!(
+        (report.examined, report.settled, report.failed),
+        (2, 1, 1),
+        "{report:?}"
+    );
+    let states: Vec<SettlementState> = {
+        let mut out = Vec::new();
+        for f in &fingerprints {
+            let record = store.settlement(f).await.expect("journal").expect("entry");
+            out.push(record.state);
+        }
+        out
+    };
+    assert_eq!(states, [SettlementState::Settled, SettlementState::Failed]);
+    gh.stop().await.expect("stop");
 }

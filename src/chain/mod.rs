@@ -81,6 +81,9 @@ pub struct ChainConfig {
     pub amount_rule: Option<svm::AmountRule>,
 }
 
+/// Default wait for a local settlement's receipt before it becomes `settlement_pending`.
+pub const DEFAULT_RECEIPT_TIMEOUT_SECS: u64 = 120;
+
 /// Who settles payments on a chain.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

@@ -67,6 +67,14 @@ pub trait Store: Send + Sync + fmt::Debug {
     /// Settlements whose outcome is unknown, oldest update first, at most `limit`.
     async fn pending_settlements(&self, limit: u32) -> Result<Vec<SettlementRecord>, StoreError>;
 
+    /// Settlements still `in_flight` whose last update is before `before_ms` (their request
+    /// can no longer be running), oldest first, at most `limit`.
+    async fn stale_in_flight_settlements(
+        &self,
+        before_ms: u64,
+        limit: u32,
+    ) -> Result<Vec<SettlementRecord>, StoreError>;
+
     /// Appends one record to the evidence chain and returns it as stored.
     async fn append_evidence(&self, draft: EvidenceDraft) -> Result<EvidenceRecord, StoreError>;
 

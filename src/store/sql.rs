@@ -463,6 +463,22 @@ impl Store for SqlStore {
         rows.into_iter().map(SettlementRecord::try_from).collect()
     }
 
+    async fn stale_in_flight_settlements(
+        &self,
+        before_ms: u64,
+        limit: u32,
+    ) -> Result<Vec<SettlementRecord>, StoreError> {
+        let rows: Vec<SettlementRow> = sqlx::query_as(select_settlements!(
+            "WHERE state = 'in_flight' AND updated_at_ms < $1 \
+             ORDER BY updated_at_ms, fingerprint LIMIT $2"
+        ))
+        .bind(to_db_ms(before_ms, "before_ms")?)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter().map(SettlementRecord::try_from).collect()
+    }
+
     async fn append_evidence(&self, draft: EvidenceDraft) -> Result<EvidenceRecord, StoreError> {
         let created_at_ms = to_db_ms(draft.created_at_ms, "created_at_ms")?;
         let body = canonical_json(&draft.body);
