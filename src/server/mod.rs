@@ -84,7 +84,15 @@ pub async fn build_state(config: Config, clock: SharedClock) -> Result<AppState,
     let upstream = Arc::new(Upstream::new(&config.upstream)?);
     let (chains, svm) = chain_checkers(&config)?;
     let (settlers, readers) = settlers(&config)?;
-    let reconciler = Arc::new(Reconciler::new(store.clone(), readers, clock.clone()));
+    // Every settle ends before request_timeout_ms (validated); the margin covers clock skew
+    // between replicas and the last RPC calls.
+    let stale_after = Duration::from_millis(config.request_timeout_ms.saturating_add(60_000));
+    let reconciler = Arc::new(Reconciler::new(
+        store.clone(),
+        readers,
+        clock.clone(),
+        stale_after,
+    ));
     let pipeline = Arc::new(
         Pipeline::new(store, upstream, chains, clock)
             .with_settlers(settlers)
@@ -97,9 +105,6 @@ pub async fn build_state(config: Config, clock: SharedClock) -> Result<AppState,
         svm,
     })
 }
-
-/// Default wait for a local settlement's receipt before it becomes `settlement_pending`.
-const DEFAULT_RECEIPT_TIMEOUT_SECS: u64 = 120;
 
 /// The local settlers (chains with `settlement = "local"`), and a chain reader for every EVM
 /// chain with RPC, so the reconciler can resolve forward-mode settlements too.
@@ -114,7 +119,7 @@ fn settlers(config: &Config) -> Result<(Settlers, BTreeMap<String, Arc<EvmSettle
         let timeout = Duration::from_secs(
             chain
                 .settle_receipt_timeout_secs
-                .unwrap_or(DEFAULT_RECEIPT_TIMEOUT_SECS),
+                .unwrap_or(crate::chain::DEFAULT_RECEIPT_TIMEOUT_SECS),
         );
         let signer = match chain.settlement {
             SettlementMode::Local => load_signer(id, chain)
@@ -187,7 +192,7 @@ fn chain_checkers(config: &Config) -> Result<(ChainCheckers, Arc<SvmChecker>), S
 /// payment's `feePayer` must belong to the facilitator that will co-sign it (spec §1.5).
 /// Until the first `/supported` answer arrives, no upstream fee payer is accepted (fail closed).
 fn spawn_fee_payer_sync(state: &AppState) -> Option<tokio::task::JoinHandle<()>> {
-    // Nothing to keep in sync when no Solana network is configured.
+    // No Solana chain configured: nothing to keep in sync.
     state.svm.networks().next()?;
     let (svm, upstream) = (state.svm.clone(), state.pipeline.upstream().clone());
     let every = Duration::from_secs(state.config.upstream.supported_cache_ttl_secs.max(5));
