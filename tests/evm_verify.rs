@@ -178,6 +178,31 @@ async fn valid_eoa_payment_is_allowed_in_one_round_trip() {
     let v = check(&checker, &pay.build(), now).await;
     assert_eq!(v.outcome, Outcome::Allow, "{v:?}");
     assert_eq!(checker.rpc_round_trips() - before, 1);
+    // The test token is in no asset table: allowed on-chain, but flagged, never trusted.
+    assert!(
+        v.checked
+            .iter()
+            .any(|c| c.starts_with("unverified currency")),
+        "{v:?}"
+    );
+
+    // Once the token is configured as a known asset, its decimals are reported instead.
+    let mut chains = config(vec![anvil.url.clone()], true);
+    if let Some(chain) = chains.get_mut("eip155:31337") {
+        chain.assets.push(gatehouse::chain::AssetConfig {
+            address: format!("{:#x}", anvil.usdc),
+            name: "USDC".into(),
+            version: "2".into(),
+            decimals: 6,
+        });
+    }
+    let known = EvmChecker::new(&chains).expect("checker");
+    let fresh = Pay::new(&anvil, now, signer(0));
+    let v = check(&known, &fresh.build(), now).await;
+    assert!(
+        v.checked.iter().any(|c| c == "known asset (6 decimals)"),
+        "{v:?}"
+    );
 
     // v1 payments go through the same checks.
     let mut v1 = Pay::new(&anvil, now, signer(0));

@@ -423,6 +423,14 @@ impl EvmChecker {
             } else {
                 "simulation".into()
             });
+            // A token outside the known-asset table is never silently trusted: the verdict
+            // (and so the evidence) says so, and `policy.*.allowed_assets` can refuse it.
+            match self.asset_decimals(chain_id, asset) {
+                Some(decimals) => checked.push(format!("known asset ({decimals} decimals)")),
+                None => checked.push(format!(
+                    "unverified currency: {asset:#x} is not in the known-asset table (decimals unknown)"
+                )),
+            }
             let mut v = Verdict::allow(Step::Chain);
             v.checked = checked;
             return Ok(v);
