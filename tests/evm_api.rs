@@ -9,8 +9,8 @@ mod common;
 use alloy::primitives::{Address, B256, Bytes, U256, address};
 use alloy::signers::local::PrivateKeySigner;
 use alloy::sol_types::{SolCall, SolValue};
-use gatehouse::chain::evm::abi::{IEip3009Token, TransferWithAuthorization};
-use gatehouse::chain::evm::signature::{self, ERC6492_MAGIC};
+use gatehouse::chain::evm::abi::IEip3009Token;
+use gatehouse::chain::evm::signature::ERC6492_MAGIC;
 use gatehouse::chain::{AssetConfig, ChainConfig, SettlementMode};
 use gatehouse::clock::{Clock, SystemClock};
 use gatehouse::config::Config;
@@ -20,117 +20,8 @@ use serde_json::{Value, json};
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
-use anvil::{Anvil, CHAIN_ID, DEV_KEYS, free_port, sign_digest, signer};
+use anvil::{AMOUNT, Anvil, DEV_KEYS, NETWORK, PAY_TO, Pay, free_port, signer};
 use common::{TestDb, post_json};
-
-const NETWORK: &str = "eip155:31337";
-const AMOUNT: u64 = 10_000;
-const PAY_TO: Address = address!("209693Bc6afc0C5328bA36FaF03C514EF312287C");
-
-/// One payment under construction; tests change fields, then `body()` signs it.
-#[derive(Clone)]
-struct Pay {
-    key: PrivateKeySigner,
-    from: Address,
-    to: Address,
-    value: u64,
-    amount: u64,
-    valid_after: u64,
-    valid_before: u64,
-    nonce: B256,
-    asset: Address,
-    pay_to: Address,
-    sign_name: String,
-    sign_version: String,
-    sign_chain_id: u64,
-    extra_name: String,
-    extra_version: String,
-    signature: Option<Bytes>,
-}
-
-impl Pay {
-    fn new(anvil: &Anvil, now: u64, key: PrivateKeySigner) -> Self {
-        Self {
-            from: key.address(),
-            key,
-            to: PAY_TO,
-            value: AMOUNT,
-            amount: AMOUNT,
-            valid_after: now - 600,
-            valid_before: now + 60,
-            nonce: B256::from_slice(uuid_bytes().as_slice()),
-            asset: anvil.usdc,
-            pay_to: PAY_TO,
-            sign_name: "USDC".into(),
-            sign_version: "2".into(),
-            sign_chain_id: CHAIN_ID,
-            extra_name: "USDC".into(),
-            extra_version: "2".into(),
-            signature: None,
-        }
-    }
-
-    fn message(&self) -> TransferWithAuthorization {
-        TransferWithAuthorization {
-            from: self.from,
-            to: self.to,
-            value: U256::from(self.value),
-            validAfter: U256::from(self.valid_after),
-            validBefore: U256::from(self.valid_before),
-            nonce: self.nonce,
-        }
-    }
-
-    fn signed(&self) -> Bytes {
-        let domain = signature::domain(
-            &self.sign_name,
-            &self.sign_version,
-            self.sign_chain_id,
-            self.asset,
-        );
-        sign_digest(&self.key, signature::digest(&self.message(), &domain))
-    }
-
-    fn body(&self) -> Value {
-        let signature = self.signature.clone().unwrap_or_else(|| self.signed());
-        let requirements = json!({
-            "scheme": "exact",
-            "network": NETWORK,
-            "amount": self.amount.to_string(),
-            "asset": format!("{:#x}", self.asset),
-            "payTo": format!("{:#x}", self.pay_to),
-            "maxTimeoutSeconds": 60,
-            "extra": {"name": self.extra_name, "version": self.extra_version},
-        });
-        json!({
-            "x402Version": 2,
-            "paymentPayload": {
-                "x402Version": 2,
-                "resource": {"url": "https://seller.example/r", "description": "r", "mimeType": "application/json"},
-                "accepted": requirements,
-                "payload": {
-                    "signature": signature,
-                    "authorization": {
-                        "from": format!("{:#x}", self.from),
-                        "to": format!("{:#x}", self.to),
-                        "value": self.value.to_string(),
-                        "validAfter": self.valid_after.to_string(),
-                        "validBefore": self.valid_before.to_string(),
-                        "nonce": self.nonce,
-                    }
-                }
-            },
-            "paymentRequirements": requirements,
-        })
-    }
-}
-
-fn uuid_bytes() -> [u8; 32] {
-    let mut out = [0u8; 32];
-    out[..16].copy_from_slice(uuid::Uuid::new_v4().as_bytes());
-    out[16..].copy_from_slice(uuid::Uuid::new_v4().as_bytes());
-    out
-}
 
 /// A chain entry for anvil; `key_file` set means local settlement from that key file.
 fn chain(

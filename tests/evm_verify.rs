@@ -7,133 +7,17 @@ mod anvil;
 use std::collections::BTreeMap;
 
 use alloy::primitives::{Address, B256, Bytes, U256, address};
-use alloy::signers::local::PrivateKeySigner;
 use alloy::sol_types::{SolCall, SolValue};
 use gatehouse::chain::evm::EvmChecker;
-use gatehouse::chain::evm::abi::{IEip3009Token, TransferWithAuthorization};
+use gatehouse::chain::evm::abi::IEip3009Token;
 use gatehouse::chain::evm::settle::{EvmSettler, Reconciled, SettleOutcome};
-use gatehouse::chain::evm::signature::{self, ERC6492_MAGIC};
+use gatehouse::chain::evm::signature::ERC6492_MAGIC;
 use gatehouse::chain::{ChainChecker, ChainConfig, ChainError};
 use gatehouse::clock::{Clock, SystemClock};
-use gatehouse::protocol::network::Network;
-use gatehouse::protocol::payment::{
-    AtomicAmount, Authorization, Fingerprint, Payment, PaymentExtra, X402Version,
-};
+use gatehouse::protocol::payment::{Payment, X402Version};
 use gatehouse::verdict::{Gate, Outcome, ReasonCode, Verdict};
 
-use anvil::{Anvil, CHAIN_ID, free_port, sign_digest, signer};
-
-const AMOUNT: u64 = 10_000;
-const MAX_TIMEOUT: u64 = 60;
-const PAY_TO: Address = address!("209693Bc6afc0C5328bA36FaF03C514EF312287C");
-
-/// One payment under construction; tests change fields, then `build()` signs it.
-#[derive(Clone)]
-struct Pay {
-    key: PrivateKeySigner,
-    from: Address,
-    to: Address,
-    value: u64,
-    amount: u64,
-    valid_after: u64,
-    valid_before: u64,
-    nonce: B256,
-    asset: Address,
-    pay_to: Address,
-    sign_name: String,
-    extra_name: String,
-    sign_chain_id: u64,
-    version: X402Version,
-}
-
-impl Pay {
-    fn new(anvil: &Anvil, now: u64, key: PrivateKeySigner) -> Self {
-        Self {
-            from: key.address(),
-            key,
-            to: PAY_TO,
-            value: AMOUNT,
-            amount: AMOUNT,
-            valid_after: now - 600,
-            valid_before: now + MAX_TIMEOUT,
-            nonce: B256::from(U256::from(now) << 128 | U256::from(rand_u64())),
-            asset: anvil.usdc,
-            pay_to: PAY_TO,
-            sign_name: "USDC".into(),
-            extra_name: "USDC".into(),
-            sign_chain_id: CHAIN_ID,
-            version: X402Version::V2,
-        }
-    }
-
-    fn message(&self) -> TransferWithAuthorization {
-        TransferWithAuthorization {
-            from: self.from,
-            to: self.to,
-            value: U256::from(self.value),
-            validAfter: U256::from(self.valid_after),
-            validBefore: U256::from(self.valid_before),
-            nonce: self.nonce,
-        }
-    }
-
-    fn digest(&self) -> B256 {
-        signature::digest(
-            &self.message(),
-            &signature::domain(&self.sign_name, "2", self.sign_chain_id, self.asset),
-        )
-    }
-
-    fn signature(&self) -> Bytes {
-        sign_digest(&self.key, self.digest())
-    }
-
-    fn build(&self) -> Payment {
-        self.build_with(self.signature())
-    }
-
-    fn build_with(&self, signature: Bytes) -> Payment {
-        Payment {
-            version: self.version,
-            network: Network::resolve("eip155:31337").expect("network"),
-            scheme: "exact".into(),
-            asset: format!("{:#x}", self.asset),
-            amount: AtomicAmount(U256::from(self.amount)),
-            decimals: Some(6),
-            payer: Some(format!("{:#x}", self.from)),
-            pay_to: format!("{:#x}", self.pay_to),
-            resource: Some("https://seller.example/resource".into()),
-            max_timeout_secs: MAX_TIMEOUT,
-            extra: PaymentExtra {
-                eip712_name: Some(self.extra_name.clone()),
-                eip712_version: Some("2".into()),
-                ..Default::default()
-            },
-            accepted_mismatches: vec![],
-            authorization: Authorization::Eip3009 {
-                from: self.from,
-                to: self.to,
-                value: AtomicAmount(U256::from(self.value)),
-                valid_after_secs: self.valid_after,
-                valid_before_secs: self.valid_before,
-                nonce: self.nonce,
-                signature,
-            },
-            fingerprint: Fingerprint(format!(
-                "evm:{CHAIN_ID}:{:#x}:{:#x}:{}",
-                self.asset, self.from, self.nonce
-            )),
-            payment_identifier: None,
-        }
-    }
-}
-
-fn rand_u64() -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u64(7);
-    h.finish()
-}
+use anvil::{AMOUNT, Anvil, PAY_TO, Pay, free_port, signer};
 
 fn config(urls: Vec<String>, multicall3: bool) -> BTreeMap<String, ChainConfig> {
     let mut chains = BTreeMap::new();
@@ -212,7 +96,7 @@ async fn valid_eoa_payment_is_allowed_in_one_round_trip() {
     assert_eq!(v.outcome, Outcome::Allow, "{v:?}");
 
     // The y-parity form of v (0/1) is accepted too.
-    let mut sig = pay.signature().to_vec();
+    let mut sig = pay.signed().to_vec();
     if let Some(last) = sig.last_mut() {
         *last -= 27;
     }
@@ -273,7 +157,7 @@ async fn signature_failures() {
 
     // A high-s twin of a valid signature is refused.
     let pay = Pay::new(&anvil, now, signer(0));
-    let mut sig = pay.signature().to_vec();
+    let mut sig = pay.signed().to_vec();
     let n = U256::from_be_bytes(
         alloy::primitives::b256!(
             "fffffffffffffffffffffffffffffffebaaedce6af48a03bbfd25e8cd0364141"
@@ -366,7 +250,7 @@ async fn recipient_value_and_balance() {
 async fn used_nonce_is_refused() {
     let (anvil, checker, now) = setup().await;
     let pay = Pay::new(&anvil, now, signer(0));
-    let sig = pay.signature().to_vec();
+    let sig = pay.signed().to_vec();
     let m = pay.message();
     let data = IEip3009Token::transferWithAuthorization_0Call {
         from: m.from,
@@ -427,7 +311,7 @@ async fn erc6492_needs_an_allowlisted_factory() {
     anvil.mint(wallet, U256::from(1_000_000u64)).await;
     let mut pay = Pay::new(&anvil, now, owner);
     pay.from = wallet;
-    let mut wrapped = (anvil.factory, deploy, pay.signature()).abi_encode_params();
+    let mut wrapped = (anvil.factory, deploy, pay.signed()).abi_encode_params();
     wrapped.extend_from_slice(ERC6492_MAGIC.as_slice());
     let payment = pay.build_with(wrapped.into());
 

@@ -263,3 +263,174 @@ impl Anvil {
             .unwrap_or_else(|e| panic!("{method}: {e}"))
     }
 }
+
+// === Payments ===
+
+/// The recipient the EVM tests pay.
+pub const PAY_TO: Address = alloy::primitives::address!("209693Bc6afc0C5328bA36FaF03C514EF312287C");
+/// The amount the EVM tests pay (0.01 USDC).
+pub const AMOUNT: u64 = 10_000;
+/// `maxTimeoutSeconds` of the test requirements.
+pub const MAX_TIMEOUT: u64 = 60;
+/// anvil's chain as a CAIP-2 id.
+pub const NETWORK: &str = "eip155:31337";
+
+/// One EIP-3009 payment under construction: tests change fields, then sign it as a
+/// normalised [`gatehouse::protocol::Payment`] (`build`) or as a `/verify` body (`body`).
+#[derive(Clone)]
+pub struct Pay {
+    pub key: PrivateKeySigner,
+    pub from: Address,
+    pub to: Address,
+    pub value: u64,
+    pub amount: u64,
+    pub valid_after: u64,
+    pub valid_before: u64,
+    pub nonce: B256,
+    pub asset: Address,
+    pub pay_to: Address,
+    pub sign_name: String,
+    pub sign_version: String,
+    pub sign_chain_id: u64,
+    pub extra_name: String,
+    pub extra_version: String,
+    pub version: gatehouse::protocol::X402Version,
+    /// Overrides the signature `signed()` would produce.
+    pub signature: Option<Bytes>,
+}
+
+impl Pay {
+    /// A valid payment of [`AMOUNT`] from `key` to [`PAY_TO`] in the test token, fresh nonce.
+    pub fn new(anvil: &Anvil, now: u64, key: PrivateKeySigner) -> Self {
+        let mut nonce = [0u8; 32];
+        nonce[..16].copy_from_slice(uuid::Uuid::new_v4().as_bytes());
+        nonce[16..].copy_from_slice(uuid::Uuid::new_v4().as_bytes());
+        Self {
+            from: key.address(),
+            key,
+            to: PAY_TO,
+            value: AMOUNT,
+            amount: AMOUNT,
+            valid_after: now - 600,
+            valid_before: now + MAX_TIMEOUT,
+            nonce: B256::from(nonce),
+            asset: anvil.usdc,
+            pay_to: PAY_TO,
+            sign_name: "USDC".into(),
+            sign_version: "2".into(),
+            sign_chain_id: CHAIN_ID,
+            extra_name: "USDC".into(),
+            extra_version: "2".into(),
+            version: gatehouse::protocol::X402Version::V2,
+            signature: None,
+        }
+    }
+
+    /// The EIP-712 message.
+    pub fn message(&self) -> gatehouse::chain::evm::abi::TransferWithAuthorization {
+        gatehouse::chain::evm::abi::TransferWithAuthorization {
+            from: self.from,
+            to: self.to,
+            value: U256::from(self.value),
+            validAfter: U256::from(self.valid_after),
+            validBefore: U256::from(self.valid_before),
+            nonce: self.nonce,
+        }
+    }
+
+    /// The EIP-712 digest under the signing domain.
+    pub fn digest(&self) -> B256 {
+        use gatehouse::chain::evm::signature;
+        let domain = signature::domain(
+            &self.sign_name,
+            &self.sign_version,
+            self.sign_chain_id,
+            self.asset,
+        );
+        signature::digest(&self.message(), &domain)
+    }
+
+    /// The signature: the override, or `key`'s over [`Pay::digest`].
+    pub fn signed(&self) -> Bytes {
+        self.signature
+            .clone()
+            .unwrap_or_else(|| sign_digest(&self.key, self.digest()))
+    }
+
+    /// The normalised payment.
+    pub fn build(&self) -> gatehouse::protocol::Payment {
+        self.build_with(self.signed())
+    }
+
+    /// The normalised payment with the given signature.
+    pub fn build_with(&self, signature: Bytes) -> gatehouse::protocol::Payment {
+        use gatehouse::protocol::{
+            AtomicAmount, Authorization, Fingerprint, Network, PaymentExtra,
+        };
+        gatehouse::protocol::Payment {
+            version: self.version,
+            network: Network::resolve(NETWORK).expect("network"),
+            scheme: "exact".into(),
+            asset: format!("{:#x}", self.asset),
+            amount: AtomicAmount(U256::from(self.amount)),
+            decimals: Some(6),
+            payer: Some(format!("{:#x}", self.from)),
+            pay_to: format!("{:#x}", self.pay_to),
+            resource: Some("https://seller.example/resource".into()),
+            max_timeout_secs: MAX_TIMEOUT,
+            extra: PaymentExtra {
+                eip712_name: Some(self.extra_name.clone()),
+                eip712_version: Some(self.extra_version.clone()),
+                ..Default::default()
+            },
+            accepted_mismatches: vec![],
+            authorization: Authorization::Eip3009 {
+                from: self.from,
+                to: self.to,
+                value: AtomicAmount(U256::from(self.value)),
+                valid_after_secs: self.valid_after,
+                valid_before_secs: self.valid_before,
+                nonce: self.nonce,
+                signature,
+            },
+            fingerprint: Fingerprint(format!(
+                "evm:{CHAIN_ID}:{:#x}:{:#x}:{}",
+                self.asset, self.from, self.nonce
+            )),
+            payment_identifier: None,
+        }
+    }
+
+    /// A v2 `/verify` / `/settle` request body.
+    pub fn body(&self) -> Value {
+        let requirements = json!({
+            "scheme": "exact",
+            "network": NETWORK,
+            "amount": self.amount.to_string(),
+            "asset": format!("{:#x}", self.asset),
+            "payTo": format!("{:#x}", self.pay_to),
+            "maxTimeoutSeconds": MAX_TIMEOUT,
+            "extra": {"name": self.extra_name, "version": self.extra_version},
+        });
+        json!({
+            "x402Version": 2,
+            "paymentPayload": {
+                "x402Version": 2,
+                "resource": {"url": "https://seller.example/r", "description": "r", "mimeType": "application/json"},
+                "accepted": requirements,
+                "payload": {
+                    "signature": self.signed(),
+                    "authorization": {
+                        "from": format!("{:#x}", self.from),
+                        "to": format!("{:#x}", self.to),
+                        "value": self.value.to_string(),
+                        "validAfter": self.valid_after.to_string(),
+                        "validBefore": self.valid_before.to_string(),
+                        "nonce": self.nonce,
+                    }
+                }
+            },
+            "paymentRequirements": requirements,
+        })
+    }
+}
