@@ -234,14 +234,12 @@ impl Pipeline {
                 let reason = replay.or(refusal).unwrap_or_else(|| {
                     Reason::new(ReasonCode::InvalidPayload, "the payment could not be read")
                 });
-                let payer = payment.as_ref().and_then(payment_payer);
                 if let Some(payment) = &payment {
                     self.release_fresh_hold(&run, payment).await;
                 }
-                let response = settle_failure(&request, &reason, payer, &network, "");
-                self.record_settle(&run, &request, payment.as_ref(), &response)
-                    .await;
-                return Ok(Reply::ok(response));
+                return Ok(self
+                    .refuse_settle(&run, &request, payment.as_ref(), &reason)
+                    .await);
             }
         };
 
@@ -290,11 +288,9 @@ impl Pipeline {
                     ),
                 );
                 run.push(Verdict::deny(Step::Journal, reason.clone()));
-                let response =
-                    settle_failure(&request, &reason, payment_payer(&payment), &network, "");
-                self.record_settle(&run, &request, Some(&payment), &response)
-                    .await;
-                return Ok(Reply::ok(response));
+                return Ok(self
+                    .refuse_settle(&run, &request, Some(&payment), &reason)
+                    .await);
             }
             Err(error) => {
                 run.push_checked::<Verdict, _>(Step::Journal, Err(error));
@@ -302,11 +298,9 @@ impl Pipeline {
                 let reason = run.refusal().unwrap_or_else(|| {
                     Reason::new(ReasonCode::CheckUnavailable, "journal unavailable")
                 });
-                let response =
-                    settle_failure(&request, &reason, payment_payer(&payment), &network, "");
-                self.record_settle(&run, &request, Some(&payment), &response)
-                    .await;
-                return Ok(Reply::ok(response));
+                return Ok(self
+                    .refuse_settle(&run, &request, Some(&payment), &reason)
+                    .await);
             }
         }
         run.push(Verdict::allow(Step::Journal).with_checked("fingerprint claimed for settlement"));
@@ -537,6 +531,20 @@ impl Pipeline {
             }),
         );
         self.store.append_evidence(draft).await.map(|_| ())
+    }
+
+    /// Refuses a settle: the failure response, recorded as evidence.
+    async fn refuse_settle(
+        &self,
+        run: &Run,
+        request: &FacilitatorRequest,
+        payment: Option<&Payment>,
+        reason: &Reason,
+    ) -> Reply<SettleResponse> {
+        let payer = payment.and_then(payment_payer);
+        let response = settle_failure(request, reason, payer, request.response_network(), "");
+        self.record_settle(run, request, payment, &response).await;
+        Reply::ok(response)
     }
 
     async fn record_settle(
