@@ -573,3 +573,33 @@ async fn futures_join_all<F: std::future::Future>(futs: impl Iterator<Item = F>)
     .await;
     out.into_iter().flatten().collect()
 }
+
+/// Gas caps: a settlement that would exceed the configured fee or gas limit is refused before
+/// anything is signed or sent; the authorization stays usable by a settler within the caps.
+#[tokio::test]
+async fn gas_caps_refuse_before_sending() {
+    let (anvil, _, now) = setup().await;
+    let pay = Pay::new(&anvil, now, signer(0)).build();
+    for (fee_cap, gas_cap) in [(Some(1), None), (None, Some(1_000))] {
+        let mut chains = config(vec![anvil.url.clone()], true);
+        if let Some(chain) = chains.get_mut("eip155:31337") {
+            chain.max_fee_per_gas_wei = fee_cap;
+            chain.max_gas_limit = gas_cap;
+        }
+        let capped = EvmSettler::new(&chains, signer(3), std::time::Duration::from_secs(10))
+            .expect("settler");
+        match capped.settle(&pay).await {
+            Ok(SettleOutcome::Failed { reason, tx: None }) => {
+                assert_eq!(reason.code, ReasonCode::CheckUnavailable, "{reason:?}");
+                assert!(reason.message.contains("nothing was sent"), "{reason:?}");
+            }
+            other => panic!("expected a refusal before sending, got {other:?}"),
+        }
+    }
+    // Nothing was spent: the uncapped settler settles the same authorization.
+    let outcome = settler(&anvil).settle(&pay).await;
+    assert!(
+        matches!(outcome, Ok(SettleOutcome::Settled { .. })),
+        "{outcome:?}"
+    );
+}

@@ -62,6 +62,14 @@ pub struct ChainConfig {
     /// `settlement_pending` (resolved later by the reconciler). Default: 120 s.
     #[serde(default)]
     pub settle_receipt_timeout_secs: Option<u64>,
+    /// Local settlement: the most a settlement transaction may pay per gas, in wei. A network
+    /// gas price above it refuses the settlement before anything is sent. Default: no cap.
+    #[serde(default)]
+    pub max_fee_per_gas_wei: Option<u64>,
+    /// Local settlement: the largest gas limit a settlement may use (estimate + 20 %). Default:
+    /// 500000 (an EIP-3009 transfer needs well under 100000).
+    #[serde(default)]
+    pub max_gas_limit: Option<u64>,
     /// Solana: fee payers (base58) of the facilitator that will settle, in addition to those
     /// learned from the upstream's `/supported` (`signers["solana:*"]`, `extra.feePayer`).
     #[serde(default)]

@@ -81,6 +81,17 @@ pub struct EvmSettler {
     receipt_timeout: Duration,
     poll_interval: Duration,
     next_nonce: HashMap<u64, Mutex<Option<u64>>>,
+    gas_caps: HashMap<u64, GasCaps>,
+}
+
+/// Default cap on a settlement's gas limit.
+pub const DEFAULT_MAX_GAS_LIMIT: u64 = 500_000;
+
+/// What one chain's settlements may spend on gas.
+#[derive(Debug, Clone, Copy)]
+struct GasCaps {
+    max_fee_per_gas_wei: Option<u128>,
+    max_gas_limit: u64,
 }
 
 impl EvmSettler {
@@ -96,12 +107,24 @@ impl EvmSettler {
             .chain_ids()
             .map(|id| (id, Mutex::new(None)))
             .collect();
+        let gas_caps = chains
+            .iter()
+            .filter_map(|(id, chain)| {
+                let chain_id = crate::protocol::Network::resolve(id).ok()?.evm_chain_id()?;
+                let caps = GasCaps {
+                    max_fee_per_gas_wei: chain.max_fee_per_gas_wei.map(u128::from),
+                    max_gas_limit: chain.max_gas_limit.unwrap_or(DEFAULT_MAX_GAS_LIMIT),
+                };
+                Some((chain_id, caps))
+            })
+            .collect();
         Ok(Self {
             checker,
             signer,
             receipt_timeout,
             poll_interval: Duration::from_millis(250),
             next_nonce,
+            gas_caps,
         })
     }
 
@@ -172,11 +195,38 @@ impl EvmSettler {
             .map_err(|_| ChainError::Rpc("settle: nonce out of range".into()))?;
         let nonce = next.map_or(pending_nonce, |n| n.max(pending_nonce));
         let priority = quantity(2).unwrap_or(0).min(gas_price);
+        // Gas caps: refuse before signing (the nonce stays unused) rather than overpay.
+        let caps = self.gas_caps.get(&chain_id).copied().unwrap_or(GasCaps {
+            max_fee_per_gas_wei: None,
+            max_gas_limit: DEFAULT_MAX_GAS_LIMIT,
+        });
+        let gas_limit = u64::try_from(gas.saturating_mul(12) / 10).unwrap_or(u64::MAX);
+        let mut max_fee = gas_price.saturating_mul(2).max(priority);
+        let over_cap = |message: String| {
+            Ok(SettleOutcome::Failed {
+                reason: Reason::new(ReasonCode::CheckUnavailable, message),
+                tx: None,
+            })
+        };
+        if gas_limit > caps.max_gas_limit {
+            return over_cap(format!(
+                "settlement needs a gas limit of {gas_limit}, above the cap of {}; nothing was sent",
+                caps.max_gas_limit
+            ));
+        }
+        if let Some(cap) = caps.max_fee_per_gas_wei {
+            if gas_price > cap {
+                return over_cap(format!(
+                    "the network gas price ({gas_price} wei) is above max_fee_per_gas_wei ({cap}); nothing was sent"
+                ));
+            }
+            max_fee = max_fee.min(cap);
+        }
         let mut tx = TxEip1559 {
             chain_id,
             nonce,
-            gas_limit: u64::try_from(gas.saturating_mul(12) / 10).unwrap_or(u64::MAX),
-            max_fee_per_gas: gas_price.saturating_mul(2).max(priority),
+            gas_limit,
+            max_fee_per_gas: max_fee,
             max_priority_fee_per_gas: priority,
             to: TxKind::Call(asset),
             value: U256::ZERO,
