@@ -29,13 +29,19 @@ const AMOUNT = 10_000n; // 0.01 of a 6-decimals token
 const TOKEN_NAME = "USDC";
 const TOKEN_VERSION = "2";
 
-// anvil's default dev keys (public test mnemonic): #0 deploys/mints, #1 buys, #5 sells, #9 settles.
+// anvil's default dev keys (public test mnemonic): #0 deploys/mints, #1 buys, #5 sells, #9 settles
+// for the reference facilitator, #8 settles for Gatehouse's local settlement.
 const KEYS = {
   deployer: "0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80",
   buyer: "0x59c6995e998f97a5a0044966f0945389dc9e86dae88c7a8412f4603b6b78690d",
   payTo: "0x8b3a350cf5c34c9194ca85829a2df0ec3153be0318b5e2d3348e872092edffba",
   facilitator: "0x2a871d0798f97d79848a013d4936a73bf4cc922c825d33c1cf7073dff6d409c6",
+  localSigner: "0xdbda1821b80551c9d65939329250298aa3472ba22feea921c0cf5d620ea67b97",
 };
+const LOCAL_SIGNER_ENV = "GATEHOUSE_COMPAT_SIGNER_KEY";
+// Gatehouse's per-request cap in the policy scenario: below the 10000 price, so every payment is
+// refused by policy after the chain check and before anything is forwarded.
+const POLICY_MAX_PER_REQUEST = "1";
 
 // ---------------------------------------------------------------------------------------------
 // Process management: everything we start is tracked and killed on every exit path.
@@ -245,8 +251,13 @@ async function upstreamCalls(refUrl) {
   return r.json();
 }
 
+/** The x402 version a seller×buyer pair speaks: the highest both support. */
+function protocolVersion(seller, buyer) {
+  return Math.max(...seller.versions.filter((v) => buyer.versions.includes(v)));
+}
+
 async function scenario(kind, ctx, seller, buyer) {
-  const { chain, refUrl, sellerUrl, gatehouseDb } = ctx;
+  const { chain, refUrl, sellerUrl, gatehouseDb, localSigner } = ctx;
   const fails = [];
   const buyerKey = kind === "refused" ? generatePrivateKey() : KEYS.buyer;
   const buyerAddr = privateKeyToAccount(buyerKey).address;
@@ -254,6 +265,10 @@ async function scenario(kind, ctx, seller, buyer) {
   const before = { buyer: await chain.balanceOf(buyerAddr), payTo: await chain.balanceOf(payTo) };
   const callsBefore = (await upstreamCalls(refUrl)).length;
   const evBefore = gatehouseDb ? maxEvidenceSeq(gatehouseDb) : 0;
+  // With local settlement the only on-chain settler is Gatehouse's own key: its nonce counts the
+  // settlement transactions it sent.
+  const signerNonce = () => chain.pub.getTransactionCount({ address: localSigner, blockTag: "latest" });
+  const nonceBefore = localSigner ? await signerNonce() : 0;
 
   const res = await runBuyer(buyer, {
     SELLER_URL: `${sellerUrl}/paid`,
@@ -268,6 +283,12 @@ async function scenario(kind, ctx, seller, buyer) {
   const settles = newCalls.filter((c) => c.endpoint === "settle");
   const detail = {};
   if (res.error) fails.push(`buyer error: ${res.error}`);
+  const sent = localSigner ? (await signerNonce()) - nonceBefore : 0;
+  if (localSigner) {
+    const want = kind === "paid" || kind === "replay" ? 1 : 0;
+    if (sent !== want) fails.push(`Gatehouse's local signer sent ${sent} transactions, want ${want}`);
+    if (newCalls.length) fails.push(`the reference facilitator was called ${newCalls.length}x with local settlement`);
+  }
 
   if (kind === "paid" || kind === "replay") {
     if (res.status !== 200) fails.push(`status ${res.status} (reason ${res.reason ?? "-"})`);
@@ -278,6 +299,8 @@ async function scenario(kind, ctx, seller, buyer) {
       detail.tx = s.transaction;
       const rc = await chain.pub.getTransactionReceipt({ hash: s.transaction }).catch(() => null);
       if (!rc || rc.status !== "success") fails.push(`tx ${s.transaction} not mined successfully`);
+      else if (localSigner && rc.from.toLowerCase() !== localSigner.toLowerCase())
+        fails.push(`tx ${s.transaction} sent by ${rc.from}, not Gatehouse's local signer ${localSigner}`);
     }
     if (after.payTo - before.payTo !== AMOUNT) fails.push(`payTo moved ${after.payTo - before.payTo}, want ${AMOUNT}`);
     if (before.buyer - after.buyer !== AMOUNT) fails.push(`buyer moved ${before.buyer - after.buyer}, want ${AMOUNT}`);
@@ -307,6 +330,12 @@ async function scenario(kind, ctx, seller, buyer) {
     if (typeof res.reason !== "string" || !res.reason || res.reason.startsWith("unparseable"))
       fails.push(`no SDK-parsed reason: ${JSON.stringify(res.reason)}`);
     detail.reason = res.reason;
+    if (kind === "policy") {
+      // v2 clients see Gatehouse's own code; the v1 wire has no policy codes, so a v1 exchange
+      // carries the generic `invalid_payment`.
+      const want = protocolVersion(seller, buyer) === 1 ? "invalid_payment" : "policy_max_per_request";
+      if (res.reason !== want) fails.push(`reason ${JSON.stringify(res.reason)}, want ${want}`);
+    }
     if (res.settle && res.settle.success) fails.push("refused payment reported success");
     if (after.payTo !== before.payTo || after.buyer !== before.buyer) fails.push("token balance moved");
     if (settles.length) fails.push(`upstream /settle was called ${settles.length}x`);
@@ -338,9 +367,14 @@ async function startSeller(seller, facilitatorUrl, asset) {
   return { child, url };
 }
 
-async function startGatehouse(bin, refUrl, rpcUrl) {
+/**
+ * Starts one Gatehouse instance named `name` (its files in .run/<name>/). `opts.local` switches
+ * eip155:84532 to local settlement from KEYS.localSigner; `opts.policyMax` sets
+ * `[policy.global] max_per_request`.
+ */
+async function startGatehouse(name, bin, upstreamUrl, rpcUrl, asset, opts = {}) {
   const port = await freePort();
-  const dir = path.join(RUN_DIR, "gatehouse");
+  const dir = path.join(RUN_DIR, name);
   fs.rmSync(dir, { recursive: true, force: true });
   fs.mkdirSync(dir, { recursive: true });
   const db = path.join(dir, "gatehouse.db");
@@ -352,13 +386,22 @@ async function startGatehouse(bin, refUrl, rpcUrl) {
       `listen = "127.0.0.1:${port}"`,
       `database_url = "sqlite://${db}"`,
       "[upstream]",
-      `url = "${refUrl}"`,
+      `url = "${upstreamUrl}"`,
       '[chains."eip155:84532"]',
       `rpc_urls = ["${rpcUrl}"]`,
+      ...(opts.local ? ['settlement = "local"', `signer_key_env = "${LOCAL_SIGNER_ENV}"`] : []),
+      '[[chains."eip155:84532".assets]]',
+      `address = "${asset}"`,
+      `name = "${TOKEN_NAME}"`,
+      `version = "${TOKEN_VERSION}"`,
+      "decimals = 6",
+      ...(opts.policyMax ? ["[policy.global]", `max_per_request = "${opts.policyMax}"`] : []),
       "",
     ].join("\n"),
   );
-  const child = start("gatehouse", bin, ["--config", cfg, "serve"], { RUST_LOG: process.env.RUST_LOG || "info" });
+  const env = { RUST_LOG: process.env.RUST_LOG || "info" };
+  if (opts.local) env[LOCAL_SIGNER_ENV] = KEYS.localSigner;
+  const child = start(name, bin, ["--config", cfg, "serve"], env);
   const url = `http://127.0.0.1:${port}`;
   await waitHttp(`${url}/health`, child, 60_000);
   return { child, url, db };
@@ -398,18 +441,25 @@ function writeResults(rows, vers, anvilVersion, gatehouseNote) {
     "Scenarios: **paid** (200, decodable payment response with success and tx hash, tx mined, token moved,",
     "evidence for verify and settle when through Gatehouse); **refused** (unfunded buyer gets a 402 whose",
     "reason the SDK parses, nothing moves, upstream `/settle` never called); **replay** (the identical paid",
-    "request re-sent after a lost response does not pay twice).",
+    "request re-sent after a lost response does not pay twice); **policy** (a funded buyer over Gatehouse's",
+    "`max_per_request` gets a 402 whose SDK-parsed reason is `policy_max_per_request`, or `invalid_payment`",
+    "on the v1 wire; nothing moves, upstream `/settle` never called, evidence recorded).",
     "",
-    "| path | seller | buyer | paid | refused | replay | row |",
-    "|---|---|---|---|---|---|---|",
+    "Paths: `direct` = sellers → reference facilitator; `gatehouse` = sellers → Gatehouse → reference",
+    "facilitator; `gatehouse-local` = sellers → Gatehouse settling itself with `settlement = \"local\"` (its",
+    "upstream URL is a closed port; its own signer must send exactly the one settlement transaction);",
+    "`gatehouse-policy` = sellers → Gatehouse with the policy cap → reference facilitator.",
+    "",
+    "| path | seller | buyer | paid | refused | replay | policy | row |",
+    "|---|---|---|---|---|---|---|---|",
   ];
   for (const r of rows) {
     if (r.skipped) {
-      lines.push(`| ${r.mode} | ${r.seller.pkg} | ${r.buyer.pkg} | – | – | – | ${r.skipped} |`);
+      lines.push(`| ${r.mode} | ${r.seller.pkg} | ${r.buyer.pkg} | – | – | – | – | ${r.skipped} |`);
       continue;
     }
-    const [p, f, rp] = ["paid", "refused", "replay"].map((k) => r.scenarios.find((s) => s.kind === k));
-    lines.push(`| ${r.mode} | ${r.seller.pkg} | ${r.buyer.pkg} | ${mark(p)} | ${mark(f)} | ${mark(rp)} | ${r.ok ? "PASS" : "FAIL"} |`);
+    const marks = ["paid", "refused", "replay", "policy"].map((k) => mark(r.scenarios.find((s) => s.kind === k)));
+    lines.push(`| ${r.mode} | ${r.seller.pkg} | ${r.buyer.pkg} | ${marks.join(" | ")} | ${r.ok ? "PASS" : "FAIL"} |`);
   }
   const failures = rows.filter((r) => !r.skipped && !r.ok);
   if (failures.length) {
@@ -429,7 +479,7 @@ function writeResults(rows, vers, anvilVersion, gatehouseNote) {
   fs.writeFileSync(path.join(HERE, "RESULTS.md"), lines.join("\n"));
 }
 
-async function runMode(mode, facilitatorUrl, ctxBase, rows, filter) {
+async function runMode(mode, facilitatorUrl, ctxBase, rows, filter, kinds = ["paid", "refused", "replay"]) {
   for (const seller of SELLERS) {
     const pairs = BUYERS.filter((b) => seller.versions.some((v) => b.versions.includes(v)) && filter(seller, b));
     if (!pairs.length) continue;
@@ -447,7 +497,7 @@ async function runMode(mode, facilitatorUrl, ctxBase, rows, filter) {
     for (const buyer of pairs) {
       const ctx = { ...ctxBase, sellerUrl: s.url };
       const scenarios = [];
-      for (const kind of ["paid", "refused", "replay"]) {
+      for (const kind of kinds) {
         try {
           scenarios.push(await scenario(kind, ctx, seller, buyer));
         } catch (e) {
@@ -494,23 +544,35 @@ async function main() {
 
   let gatehouseNote;
   const bin = process.env.GATEHOUSE_BIN;
+  // Each Gatehouse path: its mode name, its instance options, the scenarios it runs.
+  const closedPort = await freePort(); // nothing listens here: the local path has no upstream
+  const paths = [
+    { mode: "gatehouse", upstream: refUrl, opts: {}, kinds: ["paid", "refused", "replay"] },
+    { mode: "gatehouse-local", upstream: `http://127.0.0.1:${closedPort}`, opts: { local: true }, kinds: ["paid", "refused", "replay"] },
+    { mode: "gatehouse-policy", upstream: refUrl, opts: { policyMax: POLICY_MAX_PER_REQUEST }, kinds: ["policy"] },
+  ];
   if (bin) {
-    gatehouseNote = `\`${path.basename(bin)}\` between sellers and the reference facilitator`;
-    let gh = null;
-    try {
-      gh = await startGatehouse(bin, refUrl, rpcUrl);
-    } catch (e) {
-      console.log(`FAIL gatehouse did not start: ${e.message}`);
-      rows.push({ mode: "gatehouse", seller: { id: "-", pkg: "-" }, buyer: { id: "-", pkg: "-" }, ok: false, scenarios: [{ kind: "paid", fails: [`gatehouse did not start: ${e.message}`], detail: {} }] });
+    gatehouseNote = `\`${path.basename(bin)}\`; \`gatehouse\` forwards to the reference facilitator, \`gatehouse-local\` settles itself (no upstream), \`gatehouse-policy\` forwards with \`max_per_request = "${POLICY_MAX_PER_REQUEST}"\``;
+    const localSigner = privateKeyToAccount(KEYS.localSigner).address;
+    for (const p of paths) {
+      let gh = null;
+      try {
+        gh = await startGatehouse(p.mode, bin, p.upstream, rpcUrl, chain.asset, p.opts);
+      } catch (e) {
+        console.log(`FAIL ${p.mode} did not start: ${e.message}`);
+        rows.push({ mode: p.mode, seller: { id: "-", pkg: "-" }, buyer: { id: "-", pkg: "-" }, ok: false, scenarios: [{ kind: p.kinds[0], fails: [`gatehouse did not start: ${e.message}`], detail: {} }] });
+      }
+      const ctx = { chain, refUrl, gatehouseDb: gh && gh.db, localSigner: p.opts.local ? localSigner : null };
+      if (gh) await runMode(p.mode, gh.url, ctx, rows, filter, p.kinds);
+      stop(gh && gh.child);
     }
-    if (gh) await runMode("gatehouse", gh.url, { chain, refUrl, gatehouseDb: gh.db }, rows, filter);
-    stop(gh && gh.child);
   } else {
     gatehouseNote = "not run (GATEHOUSE_BIN unset)";
-    for (const seller of SELLERS)
-      for (const buyer of BUYERS)
-        if (seller.versions.some((v) => buyer.versions.includes(v)) && filter(seller, buyer))
-          rows.push({ mode: "gatehouse", seller, buyer, skipped: "not run" });
+    for (const p of paths)
+      for (const seller of SELLERS)
+        for (const buyer of BUYERS)
+          if (seller.versions.some((v) => buyer.versions.includes(v)) && filter(seller, buyer))
+            rows.push({ mode: p.mode, seller, buyer, skipped: "not run" });
   }
 
   writeResults(rows, versions(), anvilVersion, gatehouseNote);
@@ -518,7 +580,7 @@ async function main() {
   const passed = ran.filter((r) => r.ok).length;
   const failed = ran.length - passed;
   const skipped = rows.length - ran.length;
-  if (skipped) console.log(`${skipped} gatehouse rows not run (GATEHOUSE_BIN unset)`);
+  if (skipped) console.log(`${skipped} Gatehouse rows not run (GATEHOUSE_BIN unset)`);
   console.log(`${passed} passed, ${failed} failed`);
   killAll();
   process.exit(failed || !ran.length ? 1 : 0);
