@@ -333,6 +333,24 @@ async fn every_decision_leaves_verifiable_evidence() {
     assert!(err.to_string().contains('3'), "{err}");
 }
 
+/// `/discovery/resources` is forwarded to the upstream with its query string, and the answer
+/// comes back as the upstream gave it.
+#[tokio::test]
+async fn discovery_is_forwarded_with_its_query() {
+    let upstream = test_upstream::start(Duration::ZERO).await;
+    let db = TestDb::sqlite();
+    let gh = start(test_config(&db.url, &upstream.url)).await;
+    let (status, body, _) = get(&format!(
+        "http://{}/discovery/resources?type=http&limit=5",
+        gh.addr
+    ))
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["receivedQuery"], "type=http&limit=5", "{body}");
+    assert_eq!(body["pagination"]["limit"], 20);
+    gh.stop().await.unwrap();
+}
+
 async fn get(url: &str) -> (u16, Value, reqwest::header::HeaderMap) {
     let response = reqwest::get(url).await.expect("request sent");
     let status = response.status().as_u16();

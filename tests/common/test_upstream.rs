@@ -53,6 +53,7 @@ pub async fn start(settle_delay: Duration) -> TestUpstream {
         .route("/verify", post(verify))
         .route("/settle", post(settle))
         .route("/supported", get(supported))
+        .route("/discovery/resources", get(discovery))
         .with_state(state);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
@@ -89,6 +90,16 @@ async fn settle(State(s): State<UpstreamState>, raw: Bytes) -> Json<Value> {
         "transaction": tx,
         "network": body["paymentRequirements"]["network"],
         "payer": payer(&body),
+    }))
+}
+
+/// Echoes the query it received, so a test can see what was forwarded.
+async fn discovery(axum::extract::RawQuery(query): axum::extract::RawQuery) -> Json<Value> {
+    Json(json!({
+        "x402Version": 2,
+        "items": [],
+        "pagination": {"limit": 20, "offset": 0, "total": 0},
+        "receivedQuery": query,
     }))
 }
 
