@@ -230,21 +230,7 @@ async fn chain_refusals_through_the_api() {
 
     // The authorization of `used` is consumed on-chain directly, before Gatehouse sees it.
     let used = base();
-    let sig = used.signed().to_vec();
-    let m = used.message();
-    let direct = IEip3009Token::transferWithAuthorization_0Call {
-        from: m.from,
-        to: m.to,
-        value: m.value,
-        validAfter: m.validAfter,
-        validBefore: m.validBefore,
-        nonce: m.nonce,
-        v: sig[64],
-        r: B256::from_slice(&sig[0..32]),
-        s: B256::from_slice(&sig[32..64]),
-    }
-    .abi_encode();
-    anvil.send(Some(anvil.usdc), direct).await;
+    used.settle_directly(&anvil).await;
 
     // An ERC-6492 counterfactual wallet from a factory nobody allowlisted.
     let owner = signer(1);
@@ -623,21 +609,7 @@ async fn forward_mode_pending_settlements_are_reconciled_from_the_chain() {
     );
 
     // The upstream's transaction did land for `landed` (sent here directly).
-    let sig = landed.signed().to_vec();
-    let m = landed.message();
-    let direct = IEip3009Token::transferWithAuthorization_0Call {
-        from: m.from,
-        to: m.to,
-        value: m.value,
-        validAfter: m.validAfter,
-        validBefore: m.validBefore,
-        nonce: m.nonce,
-        v: sig[64],
-        r: B256::from_slice(&sig[0..32]),
-        s: B256::from_slice(&sig[32..64]),
-    }
-    .abi_encode();
-    anvil.send(Some(anvil.usdc), direct).await;
+    landed.settle_directly(&anvil).await;
 
     let report = gh.state.reconciler.reconcile_once().await.expect("round");
     assert_eq!(
@@ -725,21 +697,7 @@ async fn stale_in_flight_settlements_are_reconciled_once_stale() {
             .expect("evidence");
         fingerprints.push(payment.fingerprint);
     }
-    let sig = landed.signed().to_vec();
-    let m = landed.message();
-    let direct = IEip3009Token::transferWithAuthorization_0Call {
-        from: m.from,
-        to: m.to,
-        value: m.value,
-        validAfter: m.validAfter,
-        validBefore: m.validBefore,
-        nonce: m.nonce,
-        v: sig[64],
-        r: B256::from_slice(&sig[0..32]),
-        s: B256::from_slice(&sig[32..64]),
-    }
-    .abi_encode();
-    anvil.send(Some(anvil.usdc), direct).await;
+    landed.settle_directly(&anvil).await;
 
     // Not stale yet: the request that owns them might still be running.
     clock.set_ms(t0_secs * 1_000 + request_timeout_ms);

@@ -250,21 +250,7 @@ async fn recipient_value_and_balance() {
 async fn used_nonce_is_refused() {
     let (anvil, checker, now) = setup().await;
     let pay = Pay::new(&anvil, now, signer(0));
-    let sig = pay.signed().to_vec();
-    let m = pay.message();
-    let data = IEip3009Token::transferWithAuthorization_0Call {
-        from: m.from,
-        to: m.to,
-        value: m.value,
-        validAfter: m.validAfter,
-        validBefore: m.validBefore,
-        nonce: m.nonce,
-        v: sig[64],
-        r: B256::from_slice(&sig[0..32]),
-        s: B256::from_slice(&sig[32..64]),
-    }
-    .abi_encode();
-    anvil.send(Some(anvil.usdc), data).await;
+    pay.settle_directly(&anvil).await;
     assert_denied(
         &check(&checker, &pay.build(), now).await,
         ReasonCode::EvmNonceAlreadyUsed,

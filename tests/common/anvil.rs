@@ -357,6 +357,27 @@ impl Pay {
             .unwrap_or_else(|| sign_digest(&self.key, self.digest()))
     }
 
+    /// Spends this authorization on-chain directly (as another facilitator would), so that
+    /// Gatehouse later finds its nonce used.
+    pub async fn settle_directly(&self, anvil: &Anvil) {
+        use alloy::sol_types::SolCall;
+        let sig = self.signed().to_vec();
+        let m = self.message();
+        let call = gatehouse::chain::evm::abi::IEip3009Token::transferWithAuthorization_0Call {
+            from: m.from,
+            to: m.to,
+            value: m.value,
+            validAfter: m.validAfter,
+            validBefore: m.validBefore,
+            nonce: m.nonce,
+            v: sig[64],
+            r: B256::from_slice(&sig[0..32]),
+            s: B256::from_slice(&sig[32..64]),
+        }
+        .abi_encode();
+        anvil.send(Some(anvil.usdc), call).await;
+    }
+
     /// The normalised payment.
     pub fn build(&self) -> gatehouse::protocol::Payment {
         self.build_with(self.signed())
