@@ -32,8 +32,8 @@ pub struct Config {
     pub database_url: Secret,
     /// Directory of risk rules (YAML).
     pub rules_dir: PathBuf,
-    /// Bearer token for the admin API; unset disables it.
-    pub admin_token: Option<Secret>,
+    /// The admin API's bearer tokens (`[[admin.tokens]]`, stored as SHA-256 hashes).
+    pub admin: crate::admin::AdminConfig,
     /// Log format: `text` or `json`.
     pub log_format: LogFormat,
     /// Largest accepted request body, in bytes (larger: 413).
@@ -57,7 +57,7 @@ impl Default for Config {
             listen: "127.0.0.1:4020".to_owned(),
             database_url: Secret("sqlite://gatehouse.db".to_owned()),
             rules_dir: PathBuf::from("risk-rules"),
-            admin_token: None,
+            admin: crate::admin::AdminConfig::default(),
             log_format: LogFormat::Text,
             max_body_bytes: 256 * 1024,
             request_timeout_ms: 240_000,
@@ -316,6 +316,7 @@ impl Config {
             problem("reconcile_interval_secs", "must be greater than 0".into());
         }
         problems.extend(self.policy.problems());
+        problems.extend(self.admin.problems());
         if problems.is_empty() {
             Ok(())
         } else {
@@ -374,7 +375,6 @@ mod tests {
             jail.set_env("GATEHOUSE_DATABASE_URL", "postgres://db/g");
             jail.set_env("GATEHOUSE_UPSTREAM_URL", "http://127.0.0.1:7/f");
             jail.set_env("GATEHOUSE_RULES_DIR", "/etc/rules");
-            jail.set_env("GATEHOUSE_ADMIN_TOKEN", "secret-token");
             jail.set_env("GATEHOUSE_UPSTREAM__SETTLE_TIMEOUT_MS", "200000");
             jail.set_env("GATEHOUSE_TEST_PG_URL", "ignored");
             jail.set_env("GATEHOUSE_CONFIG", "ignored-by-figment.toml");
@@ -386,10 +386,6 @@ mod tests {
             assert_eq!(c.database_url.expose(), "postgres://db/g");
             assert_eq!(c.upstream.url, "http://127.0.0.1:7/f");
             assert_eq!(c.rules_dir, PathBuf::from("/etc/rules"));
-            assert_eq!(
-                c.admin_token.as_ref().map(Secret::expose),
-                Some("secret-token")
-            );
             assert_eq!(c.upstream.settle_timeout_ms, 200_000);
             Ok(())
         });
@@ -497,7 +493,6 @@ rpc_urls = ["http://127.0.0.1:8545"]
     fn secrets_are_masked_when_printed() {
         let c = Config {
             database_url: Secret("postgres://u:hunter2@db:5432/g".into()),
-            admin_token: Some(Secret("tok-123".into())),
             ..Config::default()
         };
         let shown = c.to_masked_toml() + &format!("{c:?}");

@@ -2,6 +2,7 @@
 //! against spending policy, scores its risk, records evidence, and only then forwards it.
 #![forbid(unsafe_code)]
 
+pub mod admin;
 pub mod chain;
 pub mod clock;
 pub mod config;
@@ -10,6 +11,7 @@ pub mod pipeline;
 pub mod policy;
 pub mod protocol;
 pub mod reconcile;
+pub mod risk;
 pub mod server;
 pub mod store;
 pub mod telemetry;

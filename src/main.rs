@@ -1,4 +1,4 @@
-//! The `gatehouse` binary: `serve`, `migrate`, `check-config`.
+//! The `gatehouse` binary: `serve`, `migrate`, `check-config`, `admin token`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -25,10 +25,55 @@ enum Command {
     Migrate,
     /// Print the effective configuration (secrets masked); exit 1 if it is invalid.
     CheckConfig,
+    /// Admin API helpers.
+    #[command(subcommand)]
+    Admin(AdminCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum AdminCommand {
+    /// Mint a new admin token: prints the token once and the `[[admin.tokens]]` entry
+    /// (holding only its SHA-256) to paste into gatehouse.toml.
+    Token {
+        /// Who will hold it.
+        #[arg(long)]
+        name: String,
+        /// Scopes: operator, auditor or seller:<payTo> (repeatable).
+        #[arg(long = "scope", required = true)]
+        scopes: Vec<String>,
+    },
+}
+
+/// Prints a new token and its configuration entry.
+fn mint_token(name: &str, scopes: &[String]) -> ExitCode {
+    for scope in scopes {
+        if gatehouse::admin::Scope::parse(scope).is_none() {
+            eprintln!(
+                "gatehouse: unknown scope `{scope}` (use operator, auditor or seller:<payTo>)"
+            );
+            return ExitCode::from(2);
+        }
+    }
+    let token = match gatehouse::admin::new_token() {
+        Ok(token) => token,
+        Err(error) => {
+            eprintln!("gatehouse: no randomness available: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    println!("# token (shown once; give it to {name}): {token}");
+    println!("[[admin.tokens]]");
+    println!("name = {name:?}");
+    println!("sha256 = {:?}", gatehouse::admin::token_hash(&token));
+    println!("scopes = {scopes:?}");
+    ExitCode::SUCCESS
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Some(Command::Admin(AdminCommand::Token { name, scopes })) = &cli.command {
+        return mint_token(name, scopes);
+    }
     let config = match Config::load(cli.config.as_deref()) {
         Ok(config) => config,
         Err(error) => {
@@ -61,6 +106,8 @@ fn main() -> ExitCode {
                 Ok(())
             }
             Command::Serve | Command::CheckConfig => serve(config).await,
+            // Handled before the runtime starts.
+            Command::Admin(_) => Ok(()),
         }
     });
     match result {

@@ -42,6 +42,15 @@ pub enum ApiError {
     /// The upstream answered something unusable: 502.
     #[error("upstream facilitator answered an unusable body: {0}")]
     UpstreamBody(String),
+    /// No or an invalid admin token: 401.
+    #[error("{0}")]
+    Unauthorized(String),
+    /// A valid token without the scope this needs: 403.
+    #[error("{0}")]
+    Forbidden(String),
+    /// No such resource: 404.
+    #[error("{0}")]
+    NotFound(String),
     /// A dependency is not ready: 503.
     #[error("not ready: {0}")]
     NotReady(String),
@@ -59,6 +68,9 @@ impl ApiError {
             ApiError::Conflict { .. } => StatusCode::CONFLICT,
             ApiError::Upstream(e) if is_timeout(e) => StatusCode::GATEWAY_TIMEOUT,
             ApiError::Upstream(_) | ApiError::UpstreamBody(_) => StatusCode::BAD_GATEWAY,
+            ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::NotReady(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -70,6 +82,9 @@ impl ApiError {
             ApiError::PayloadTooLarge { .. } => "payload_too_large",
             ApiError::Upstream(e) if is_timeout(e) => "upstream_timeout",
             ApiError::Upstream(_) | ApiError::UpstreamBody(_) => "upstream_unavailable",
+            ApiError::Unauthorized(_) => "unauthorized",
+            ApiError::Forbidden(_) => "forbidden",
+            ApiError::NotFound(_) => "not_found",
             ApiError::NotReady(_) => "not_ready",
             ApiError::Internal(_) => "internal_error",
         }
@@ -116,6 +131,13 @@ impl IntoResponse for ApiError {
         {
             error["field"] = json!(field);
         }
-        (self.status(), Json(json!({ "error": error }))).into_response()
+        let mut response = (self.status(), Json(json!({ "error": error }))).into_response();
+        if let ApiError::Unauthorized(_) = self {
+            response.headers_mut().insert(
+                http::header::WWW_AUTHENTICATE,
+                http::HeaderValue::from_static("Bearer realm=\"gatehouse-admin\""),
+            );
+        }
+        response
     }
 }

@@ -6,6 +6,7 @@
 
 pub mod error;
 pub mod facilitator;
+pub mod openapi;
 pub mod ops;
 
 use std::net::SocketAddr;
@@ -51,6 +52,8 @@ pub struct AppState {
     pub reconciler: Arc<Reconciler>,
     /// The Solana checker, whose fee payers follow the upstream's `/supported`.
     pub svm: Arc<SvmChecker>,
+    /// Resolves admin bearer tokens.
+    pub admin: crate::admin::Authenticator,
 }
 
 /// Starting the server failed.
@@ -100,6 +103,7 @@ pub async fn build_state(config: Config, clock: SharedClock) -> Result<AppState,
     );
     Ok(AppState {
         pipeline,
+        admin: crate::admin::Authenticator::new(&config.admin),
         config: Arc::new(config),
         reconciler,
         svm,
@@ -223,6 +227,8 @@ pub fn app(state: AppState) -> Router {
         .merge(facilitator::routes())
         .nest("/x402", facilitator::routes())
         .merge(ops::routes())
+        .merge(openapi::routes())
+        .nest("/admin", crate::admin::routes(state.clone()))
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(
             ServiceBuilder::new()
@@ -241,6 +247,8 @@ pub fn app(state: AppState) -> Router {
                         tracing::info_span!(
                             "request",
                             method = %request.method(),
+                            // The path only: an `access_token` query parameter (dashboard
+                            // event streams) must not reach the logs.
                             path = %request.uri().path(),
                             request_id = %request_id,
                         )

@@ -2,6 +2,7 @@
 //! same `start()` as `main`, and a test upstream that records what it was sent.
 #![allow(dead_code)]
 
+pub mod admin;
 pub mod store;
 pub mod test_upstream;
 
