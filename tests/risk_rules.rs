@@ -15,7 +15,7 @@ use gatehouse::risk::rules::{example_base, merge_example};
 use gatehouse::risk::{
     Decision, RiskConfig, RiskLevel, RuleEngine, RuleError, RuleMode, RuleSet, Thresholds,
 };
-use gatehouse::store::{EvidenceDraft, Store};
+use gatehouse::store::EvidenceDraft;
 use serde_json::{Value, json};
 use store_support::TestDb;
 
@@ -548,14 +548,14 @@ fn poll_notices_changed_names_sizes_and_times_only() {
     assert_eq!(engine.current().id(), id);
 }
 
-#[tokio::test(start_paused = true)]
+#[tokio::test]
 async fn the_reload_task_polls_on_its_interval() {
-    // Paused tokio time: the interval fires without real waiting; the reload runs on the
-    // blocking pool, so the test yields until it has happened (bounded).
+    // The task polls every second (the smallest interval); the test checks every 50 ms for
+    // at most 5 s, so it waits about one interval.
     let dir = rules_dir(&[("r.yaml", V1)]);
     let engine = RuleEngine::load(&RiskConfig {
         rules_dir: dir.path().to_path_buf(),
-        reload_secs: 5,
+        reload_secs: 1,
         ..RiskConfig::default()
     })
     .unwrap();
@@ -565,8 +565,8 @@ async fn the_reload_task_polls_on_its_interval() {
     let task = std::sync::Arc::clone(&engine).spawn_reload(clock);
     write(dir.path(), "r.yaml", V2);
     let mut reloaded = false;
-    for _ in 0..200 {
-        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    for _ in 0..100 {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         if engine.current().id() != v1 {
             reloaded = true;
             break;

@@ -28,7 +28,7 @@ use sha2::{Digest, Sha256};
 
 use super::context::{
     EndpointFacts, HistoryFacts, MandateFacts, PaymentFacts, RiskContext, SessionFacts,
-    TraceFacts,
+    TraceEvent, TraceFacts,
 };
 use super::{Assessment, Contribution, Decision, RiskLevel, RuleMode};
 
@@ -876,6 +876,14 @@ pub fn merge_example(partial: &Value) -> Result<Value, String> {
             *slot = part_default(name).unwrap_or(Value::Null);
         }
         deep_merge(slot, part);
+    }
+    // Trace events in examples name only what matters; the rest takes the event defaults.
+    if let Some(Value::Array(events)) = merged.pointer_mut("/trace/events") {
+        for event in events.iter_mut().filter(|e| e.is_object()) {
+            let mut full = serde_json::to_value(TraceEvent::default()).unwrap_or(Value::Null);
+            deep_merge(&mut full, event);
+            *event = full;
+        }
     }
     let typed: RiskContext =
         serde_json::from_value(merged.clone()).map_err(|e| format!("not a risk context: {e}"))?;
