@@ -49,6 +49,9 @@ pub struct Config {
     pub reconcile_interval_secs: u64,
     /// Spending policy (`[policy]`); empty checks nothing.
     pub policy: PolicyConfig,
+    /// Operations (`[ops]`): metrics listener, shutdown drain, readiness probes.
+    #[serde(default)]
+    pub ops: crate::metrics::OpsConfig,
 }
 
 impl Default for Config {
@@ -65,6 +68,7 @@ impl Default for Config {
             chains: BTreeMap::new(),
             reconcile_interval_secs: 15,
             policy: PolicyConfig::default(),
+            ops: crate::metrics::OpsConfig::default(),
         }
     }
 }
@@ -226,6 +230,9 @@ impl Config {
                 "upstream.url",
                 format!("`{}` is not an http(s) URL", self.upstream.url),
             );
+        }
+        for (key, message) in self.ops.problems() {
+            problem(&key, message);
         }
         if self.max_body_bytes < 1024 || self.max_body_bytes > 16 * 1024 * 1024 {
             problem("max_body_bytes", "must be between 1024 and 16777216".into());

@@ -206,7 +206,7 @@ impl Pipeline {
         telemetry::decided(
             Gate::Verify,
             &run.decision_label(),
-            run.elapsed_ms(&*self.clock),
+            run.lap.total(),
         );
         Ok(Reply::ok(response))
     }
@@ -367,7 +367,7 @@ impl Pipeline {
         telemetry::decided(
             Gate::Settle,
             state_label(settled.state),
-            run.elapsed_ms(&*self.clock),
+            run.lap.total(),
         );
         Ok(Reply {
             status: settled.status,
@@ -633,6 +633,8 @@ struct Run {
     upstream: Option<Value>,
     /// Whether this request made (or found) a policy reservation.
     hold: Hold,
+    /// Per-step latency for `/metrics`.
+    lap: crate::metrics::Lap,
 }
 
 impl Run {
@@ -645,11 +647,13 @@ impl Run {
             notes: Vec::new(),
             upstream: None,
             hold: Hold::None,
+            lap: crate::metrics::Lap::start(),
         }
     }
 
     fn push(&mut self, verdict: Verdict) {
         debug_assert!(verdict.outcome == Outcome::Allow || !verdict.reasons.is_empty());
+        crate::metrics::verdict(self.gate, &verdict, self.lap.split());
         self.verdicts.push(verdict);
     }
 
