@@ -48,6 +48,7 @@ pub fn init_logging(format: LogFormat) -> TelemetryGuard {
             .boxed(),
         LogFormat::Text => tracing_subscriber::fmt::layer().boxed(),
     };
+    #[allow(unused_mut)]
     let mut layers = vec![fmt];
     #[allow(unused_mut)]
     let mut guard = TelemetryGuard::default();

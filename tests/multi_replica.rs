@@ -155,12 +155,15 @@ async fn replicas_behind_nginx_settle_once_hold_caps_and_keep_one_evidence_chain
     )
     .unwrap();
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/multi_replica_load.mjs");
-    let out = tokio::process::Command::new("node")
-        .arg(&script)
-        .arg(&input)
-        .output()
-        .await
-        .expect("node runs");
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new("node")
+            .arg(&script)
+            .arg(&input)
+            .output()
+            .expect("node runs")
+    })
+    .await
+    .expect("load process");
     assert!(
         out.status.success(),
         "{}",
