@@ -78,6 +78,9 @@ decimals = 6
 max_per_request = "1000000"
 daily_cap = "1000000000000"
 requests_per_minute = 10000000
+# Endpoint discovery's defaults (10 payments a minute per new endpoint) would bind at once.
+[policy.discovery]
+enabled = false
 TOML
   echo "$dir/gatehouse.toml"
 }

@@ -82,6 +82,9 @@ async fn replicas_behind_nginx_settle_once_hold_caps_and_keep_one_evidence_chain
     // One migration first, as a deployment's init step would; replicas then start on it.
     let mut config = test_config(&db.url, &upstream.url);
     config.policy.global.daily_cap = Some(Atomic(10_000 * CAP_PAYMENTS as i64));
+    // The global cap is the one under test (discovery's default per-endpoint rate limit of
+    // 10 a minute would bind first).
+    config.policy.discovery.enabled = false;
     let bin = env!("CARGO_BIN_EXE_gatehouse");
     let mut replicas = Vec::new();
     let mut ports = Vec::new();
