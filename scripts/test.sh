@@ -89,6 +89,14 @@ else
   echo "==> SKIPPED (not passed): helm lint / helm template — helm is not on PATH"
 fi
 
+if docker info >/dev/null 2>&1; then
+  log "docker build (multi-stage, non-root runtime)"
+  docker build -q -t gatehouse:test . >/dev/null
+  docker run --rm gatehouse:test --version
+else
+  echo "==> SKIPPED (not passed): docker build — no Docker daemon reachable"
+fi
+
 log "facilitator-compat-tests: the real x402 SDKs through Gatehouse on anvil"
 cargo build --locked --bin gatehouse
 GATEHOUSE_BIN="$CARGO_TARGET_DIR/debug/gatehouse" bash facilitator-compat-tests/test.sh

@@ -9,7 +9,9 @@
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use metrics::{Unit, counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram};
+use metrics::{
+    Unit, counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram,
+};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use serde::{Deserialize, Serialize};
 
@@ -146,24 +148,61 @@ pub fn render() -> String {
 }
 
 fn describe() {
-    describe_counter!(DECISIONS, "Verify and settle decisions by gate and decision.");
-    describe_counter!(REFUSALS, "Deny and review verdicts by gate, step and reason code.");
+    describe_counter!(
+        DECISIONS,
+        "Verify and settle decisions by gate and decision."
+    );
+    describe_counter!(
+        REFUSALS,
+        "Deny and review verdicts by gate, step and reason code."
+    );
     describe_counter!(POLICY_DENIALS, "Policy denials by the control that fired.");
     describe_counter!(RISK_DECISIONS, "Risk scoring decisions by level.");
-    describe_histogram!(DECISION_SECONDS, Unit::Seconds, "Decision latency per gate.");
-    describe_histogram!(STEP_SECONDS, Unit::Seconds, "Latency of each pipeline step.");
-    describe_counter!(UPSTREAM_REQUESTS, "Upstream facilitator requests by endpoint and outcome.");
-    describe_histogram!(UPSTREAM_SECONDS, Unit::Seconds, "Upstream facilitator latency.");
+    describe_histogram!(
+        DECISION_SECONDS,
+        Unit::Seconds,
+        "Decision latency per gate."
+    );
+    describe_histogram!(
+        STEP_SECONDS,
+        Unit::Seconds,
+        "Latency of each pipeline step."
+    );
+    describe_counter!(
+        UPSTREAM_REQUESTS,
+        "Upstream facilitator requests by endpoint and outcome."
+    );
+    describe_histogram!(
+        UPSTREAM_SECONDS,
+        Unit::Seconds,
+        "Upstream facilitator latency."
+    );
     describe_counter!(RPC_REQUESTS, "Chain JSON-RPC round trips by outcome.");
-    describe_histogram!(RPC_SECONDS, Unit::Seconds, "Chain JSON-RPC round-trip latency.");
-    describe_gauge!(SETTLEMENTS, "Settlement journal entries by state (read from the store).");
+    describe_histogram!(
+        RPC_SECONDS,
+        Unit::Seconds,
+        "Chain JSON-RPC round-trip latency."
+    );
+    describe_gauge!(
+        SETTLEMENTS,
+        "Settlement journal entries by state (read from the store)."
+    );
     describe_gauge!(BREAKERS, "Circuit breakers by state (read from the store).");
     describe_gauge!(TASKS_IN_PROGRESS, "Verify and settle tasks running now.");
     describe_gauge!(STORE_POOL, "Store pool connections by state.");
     describe_gauge!(STORE_POOL_MAX, "Store pool size limit.");
-    describe_counter!(EVIDENCE_FAILURES, "Evidence records that could not be written.");
-    describe_counter!(JOURNAL_FAILURES, "Settlement outcomes that could not be journalled.");
-    describe_counter!(REFRESH_FAILURES, "Scrapes whose store-backed gauges could not be read.");
+    describe_counter!(
+        EVIDENCE_FAILURES,
+        "Evidence records that could not be written."
+    );
+    describe_counter!(
+        JOURNAL_FAILURES,
+        "Settlement outcomes that could not be journalled."
+    );
+    describe_counter!(
+        REFRESH_FAILURES,
+        "Scrapes whose store-backed gauges could not be read."
+    );
     describe_gauge!(BUILD_INFO, "Gatehouse version (value is always 1).");
 }
 

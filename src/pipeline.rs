@@ -203,11 +203,7 @@ impl Pipeline {
         {
             self.release_fresh_hold(&run, payment).await;
         }
-        telemetry::decided(
-            Gate::Verify,
-            &run.decision_label(),
-            run.lap.total(),
-        );
+        telemetry::decided(Gate::Verify, &run.decision_label(), run.lap.total());
         Ok(Reply::ok(response))
     }
 
@@ -364,11 +360,7 @@ impl Pipeline {
         self.settle_budget(&payment, settled.state).await;
         self.record_settle(&run, &request, Some(&payment), &settled.response)
             .await;
-        telemetry::decided(
-            Gate::Settle,
-            state_label(settled.state),
-            run.lap.total(),
-        );
+        telemetry::decided(Gate::Settle, state_label(settled.state), run.lap.total());
         Ok(Reply {
             status: settled.status,
             body: settled.response,

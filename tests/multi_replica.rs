@@ -139,7 +139,12 @@ async fn replicas_behind_nginx_settle_once_hold_caps_and_keep_one_evidence_chain
     std::fs::write(&conf_path, conf).unwrap();
     let mut nginx = Proc(
         Command::new(nginx_binary())
-            .args(["-p", prefix.to_str().unwrap(), "-c", conf_path.to_str().unwrap()])
+            .args([
+                "-p",
+                prefix.to_str().unwrap(),
+                "-c",
+                conf_path.to_str().unwrap(),
+            ])
             .args(["-g", "daemon off;"])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -179,7 +184,11 @@ async fn replicas_behind_nginx_settle_once_hold_caps_and_keep_one_evidence_chain
         .filter(|&i| result["verify"][i]["body"]["isValid"] == true)
         .collect();
     for i in 0..PAYMENTS {
-        assert_eq!(result["verify"][i]["status"], 200, "{}", result["verify"][i]);
+        assert_eq!(
+            result["verify"][i]["status"], 200,
+            "{}",
+            result["verify"][i]
+        );
     }
     assert_eq!(approved.len(), CAP_PAYMENTS, "{}", result["verify"]);
 
@@ -208,7 +217,10 @@ async fn replicas_behind_nginx_settle_once_hold_caps_and_keep_one_evidence_chain
     // The upstream saw each payment once: no double settlement.
     let bodies = upstream.recorded.settle_bodies.lock().await;
     let distinct: HashSet<&[u8]> = bodies.iter().map(|b| b.as_ref()).collect();
-    assert_eq!(upstream.recorded.settle_calls.load(Ordering::SeqCst), CAP_PAYMENTS);
+    assert_eq!(
+        upstream.recorded.settle_calls.load(Ordering::SeqCst),
+        CAP_PAYMENTS
+    );
     assert_eq!(distinct.len(), CAP_PAYMENTS);
     drop(bodies);
 
@@ -236,7 +248,10 @@ async fn replicas_behind_nginx_settle_once_hold_caps_and_keep_one_evidence_chain
     let journal = db
         .execute("UPDATE settlements SET state = state WHERE state = 'settled'")
         .await;
-    assert_eq!(journal, CAP_PAYMENTS as u64, "the journal holds each payment once");
+    assert_eq!(
+        journal, CAP_PAYMENTS as u64,
+        "the journal holds each payment once"
+    );
     let report = gatehouse::evidence::verify_store(&*store)
         .await
         .expect("the evidence chain written by all replicas verifies");

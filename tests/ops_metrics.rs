@@ -79,7 +79,8 @@ async fn metrics_count_decisions_steps_upstream_policy_and_pass_promtool() {
     let mut capped = test_config(&db.url, &upstream.url);
     capped.policy.global.max_per_request = Some(Atomic(1));
     let gh2 = start(capped).await;
-    let (_, denied, _) = post_json(&format!("http://{}/verify", gh2.addr), &v2_body(&nonce())).await;
+    let (_, denied, _) =
+        post_json(&format!("http://{}/verify", gh2.addr), &v2_body(&nonce())).await;
     assert_eq!(denied["isValid"], false, "{denied}");
 
     let (status, text) = get(&format!("http://{}/metrics", gh.addr)).await;
@@ -179,7 +180,10 @@ async fn ready_reflects_chain_rpc_health() {
     let (status, body) = get(&format!("http://{}/ready", gh2.addr)).await;
     assert_eq!(status, 503, "{body}");
     let json: serde_json::Value = serde_json::from_str(&body).unwrap();
-    assert_eq!(json["checks"]["chains"][TEST_NETWORK]["ok"], false, "{body}");
+    assert_eq!(
+        json["checks"]["chains"][TEST_NETWORK]["ok"], false,
+        "{body}"
+    );
     assert!(!body.contains(&dead), "endpoint URLs may hold keys: {body}");
     gh.stop().await.unwrap();
     gh2.stop().await.unwrap();
@@ -211,7 +215,11 @@ async fn shutdown_drains_an_in_flight_settle() {
     assert_eq!(gh.state.drain.running(), 1);
     gh.stop().await.unwrap();
     let (status, settle, _) = client.await.unwrap();
-    assert_eq!((status, settle["success"].as_bool()), (200, Some(true)), "{settle}");
+    assert_eq!(
+        (status, settle["success"].as_bool()),
+        (200, Some(true)),
+        "{settle}"
+    );
     let rows = db
         .execute("UPDATE settlements SET state = state WHERE state = 'settled'")
         .await;

@@ -315,7 +315,10 @@ impl Running {
         let limit = Duration::from_secs(self.state.config.ops.drain_timeout_secs);
         let left = self.state.drain.wait(limit).await;
         if left > 0 {
-            tracing::warn!(left, "Drain timeout reached; in-flight settles are left to the reconciler.");
+            tracing::warn!(
+                left,
+                "Drain timeout reached; in-flight settles are left to the reconciler."
+            );
         }
         // Connections whose tasks are done close at once; others are cut after a short grace.
         match tokio::time::timeout(Duration::from_secs(5), &mut self.task).await {
@@ -364,7 +367,10 @@ pub async fn start_with_clock(config: Config, clock: SharedClock) -> Result<Runn
             })
             .await
     });
-    let metrics_task = match (state.config.ops.metrics_enabled, &state.config.ops.metrics_listen) {
+    let metrics_task = match (
+        state.config.ops.metrics_enabled,
+        &state.config.ops.metrics_listen,
+    ) {
         (true, Some(listen)) => Some(spawn_metrics_listener(listen, state.clone()).await?),
         _ => None,
     };
@@ -401,7 +407,5 @@ async fn spawn_metrics_listener(
         .map_err(|source| StartError::Bind { addr, source })?;
     tracing::info!(%addr, "Metrics listening.");
     let router = ops::metrics_router(state);
-    Ok(tokio::spawn(async move {
-        axum::serve(listener, router).await
-    }))
+    Ok(tokio::spawn(axum::serve(listener, router).into_future()))
 }

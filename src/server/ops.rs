@@ -152,7 +152,11 @@ impl Drain {
 
 impl Drop for DrainGuard {
     fn drop(&mut self) {
-        let n = self.0.running.fetch_sub(1, Ordering::SeqCst).saturating_sub(1);
+        let n = self
+            .0
+            .running
+            .fetch_sub(1, Ordering::SeqCst)
+            .saturating_sub(1);
         crate::metrics::tasks_in_progress(n);
         if n == 0 {
             self.0.idle.notify_waiters();
@@ -216,7 +220,12 @@ impl RpcProbe {
         let body = json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": []});
         let mut failures = Vec::new();
         for (i, url) in urls.iter().enumerate() {
-            let sent = self.http.post(url).json(&body).timeout(PROBE_TIMEOUT).send();
+            let sent = self
+                .http
+                .post(url)
+                .json(&body)
+                .timeout(PROBE_TIMEOUT)
+                .send();
             match sent.await {
                 Ok(resp) if resp.status().is_success() => match resp.json::<Value>().await {
                     Ok(v) if v.get("result").is_some() => return Ok(()),

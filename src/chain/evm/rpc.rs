@@ -59,7 +59,8 @@ impl RpcClient {
         for url in self.urls.iter() {
             self.round_trips.fetch_add(1, Ordering::Relaxed);
             let lap = crate::metrics::Lap::start();
-            let answer = tokio::time::timeout(self.timeout, self.post(url, &body, calls.len())).await;
+            let answer =
+                tokio::time::timeout(self.timeout, self.post(url, &body, calls.len())).await;
             crate::metrics::rpc_call(crate::metrics::rpc_outcome(&answer), lap.total());
             match answer {
                 Ok(Ok(results)) => return Ok(results),
