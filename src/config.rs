@@ -50,6 +50,9 @@ pub struct Config {
     pub policy: PolicyConfig,
     /// Risk scoring (`[risk]`): rule directory, thresholds, reloading.
     pub risk: crate::risk::RiskConfig,
+    /// Operations (`[ops]`): metrics listener, shutdown drain, readiness probes.
+    #[serde(default)]
+    pub ops: crate::metrics::OpsConfig,
 }
 
 impl Default for Config {
@@ -66,6 +69,7 @@ impl Default for Config {
             reconcile_interval_secs: 15,
             policy: PolicyConfig::default(),
             risk: crate::risk::RiskConfig::default(),
+            ops: crate::metrics::OpsConfig::default(),
         }
     }
 }
@@ -227,6 +231,9 @@ impl Config {
                 "upstream.url",
                 format!("`{}` is not an http(s) URL", self.upstream.url),
             );
+        }
+        for (key, message) in self.ops.problems() {
+            problem(&key, message);
         }
         if self.max_body_bytes < 1024 || self.max_body_bytes > 16 * 1024 * 1024 {
             problem("max_body_bytes", "must be between 1024 and 16777216".into());

@@ -92,7 +92,7 @@ fn main() -> ExitCode {
         print!("{}", config.to_masked_toml());
         return ExitCode::SUCCESS;
     }
-    gatehouse::telemetry::init_logging(config.log_format);
+    let _telemetry = gatehouse::telemetry::init_logging(config.log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
