@@ -54,6 +54,8 @@ pub struct AppState {
     pub svm: Arc<SvmChecker>,
     /// Resolves admin bearer tokens.
     pub admin: crate::admin::Authenticator,
+    /// Evidence queries, bundles, disputes and retention.
+    pub evidence: Arc<crate::evidence::EvidenceService>,
 }
 
 /// Starting the server failed.
@@ -65,6 +67,9 @@ pub enum StartError {
     /// The store could not be opened or migrated.
     #[error("store: {0}")]
     Store(#[from] crate::store::StoreError),
+    /// The evidence signing key could not be loaded or created.
+    #[error(transparent)]
+    Signing(#[from] crate::evidence::signing::SigningError),
     /// The upstream client could not be built.
     #[error("upstream: {0}")]
     Upstream(#[from] crate::upstream::UpstreamError),
@@ -96,6 +101,15 @@ pub async fn build_state(config: Config, clock: SharedClock) -> Result<AppState,
         clock.clone(),
         stale_after,
     ));
+    let evidence = Arc::new(crate::evidence::EvidenceService {
+        store: store.clone(),
+        clock: clock.clone(),
+        signer: Arc::new(crate::evidence::signer_for(
+            &config.evidence,
+            config.database_url.expose(),
+        )?),
+        config: config.evidence.clone(),
+    });
     let pipeline = Arc::new(
         Pipeline::new(store, upstream, chains, clock)
             .with_settlers(settlers)
@@ -104,6 +118,7 @@ pub async fn build_state(config: Config, clock: SharedClock) -> Result<AppState,
     Ok(AppState {
         pipeline,
         admin: crate::admin::Authenticator::new(&config.admin),
+        evidence,
         config: Arc::new(config),
         reconciler,
         svm,
@@ -228,6 +243,7 @@ pub fn app(state: AppState) -> Router {
         .nest("/x402", facilitator::routes())
         .merge(ops::routes())
         .merge(openapi::routes())
+        .merge(crate::evidence::admin::public_routes())
         .nest("/admin", crate::admin::routes(state.clone()))
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(
@@ -274,12 +290,13 @@ pub struct Running {
     task: tokio::task::JoinHandle<std::io::Result<()>>,
     reconcile_task: tokio::task::JoinHandle<()>,
     fee_payer_task: Option<tokio::task::JoinHandle<()>>,
+    prune_task: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Drop for Running {
     fn drop(&mut self) {
         self.reconcile_task.abort();
-        if let Some(task) = &self.fee_payer_task {
+        for task in [&self.fee_payer_task, &self.prune_task].into_iter().flatten() {
             task.abort();
         }
     }
@@ -289,7 +306,7 @@ impl Running {
     /// Stops accepting, drains in-flight requests, and waits for the server to end.
     pub async fn stop(mut self) -> std::io::Result<()> {
         self.reconcile_task.abort();
-        if let Some(task) = &self.fee_payer_task {
+        for task in [&self.fee_payer_task, &self.prune_task].into_iter().flatten() {
             task.abort();
         }
         if let Some(tx) = self.shutdown.take() {
@@ -339,6 +356,10 @@ pub async fn start_with_clock(config: Config, clock: SharedClock) -> Result<Runn
         .clone()
         .spawn(Duration::from_secs(state.config.reconcile_interval_secs));
     let fee_payer_task = spawn_fee_payer_sync(&state);
+    let prune_task = crate::evidence::retention::spawn(
+        state.evidence.clone(),
+        Duration::from_secs(state.config.evidence.prune_interval_secs),
+    );
     tracing::info!(%addr, "Gatehouse listening.");
     Ok(Running {
         addr,
@@ -347,5 +368,6 @@ pub async fn start_with_clock(config: Config, clock: SharedClock) -> Result<Runn
         task,
         reconcile_task,
         fee_payer_task,
+        prune_task,
     })
 }
