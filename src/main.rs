@@ -1,4 +1,4 @@
-//! The `gatehouse` binary: `serve`, `migrate`, `check-config`, `admin token`.
+//! The `gatehouse` binary: `serve`, `migrate`, `check-config`, `admin token`, `evidence ...`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -28,6 +28,9 @@ enum Command {
     /// Admin API helpers.
     #[command(subcommand)]
     Admin(AdminCommand),
+    /// Evidence: show, search, export, verify, prune.
+    #[command(subcommand)]
+    Evidence(gatehouse::evidence::cli::EvidenceCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -74,6 +77,9 @@ fn main() -> ExitCode {
     if let Some(Command::Admin(AdminCommand::Token { name, scopes })) = &cli.command {
         return mint_token(name, scopes);
     }
+    if let Some(Command::Evidence(command)) = cli.command {
+        return gatehouse::evidence::cli::main(command, cli.config.as_deref());
+    }
     let config = match Config::load(cli.config.as_deref()) {
         Ok(config) => config,
         Err(error) => {
@@ -107,7 +113,7 @@ fn main() -> ExitCode {
             }
             Command::Serve | Command::CheckConfig => serve(config).await,
             // Handled before the runtime starts.
-            Command::Admin(_) => Ok(()),
+            Command::Admin(_) | Command::Evidence(_) => Ok(()),
         }
     });
     match result {

@@ -323,7 +323,9 @@ pub fn route_scope(path: &str, method: &http::Method) -> RouteScope {
     let declared = crate::server::openapi::document()
         .as_ref()
         .ok()
-        .and_then(|doc| doc["paths"][path][method.as_str().to_ascii_lowercase()].get("x-gatehouse-scope"))
+        .and_then(|doc| {
+            doc["paths"][path][method.as_str().to_ascii_lowercase()].get("x-gatehouse-scope")
+        })
         .and_then(|v| v.as_str())
         .and_then(RouteScope::parse);
     declared.unwrap_or_else(|| {

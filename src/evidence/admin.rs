@@ -72,7 +72,8 @@ fn request_id(headers: &HeaderMap) -> String {
 
 /// A record for people and scripts: the body parsed, the hash columns as stored.
 pub fn record_json(record: &EvidenceRecord) -> Value {
-    let body: Value = serde_json::from_str(&record.body).unwrap_or(Value::String(record.body.clone()));
+    let body: Value =
+        serde_json::from_str(&record.body).unwrap_or(Value::String(record.body.clone()));
     json!({
         "seq": record.seq,
         "created_at_ms": record.created_at_ms,
@@ -148,7 +149,10 @@ async fn evidence_record(
 }
 
 /// `GET /admin/evidence/verify`: the whole chain.
-async fn verify_chain(State(state): State<AppState>, principal: Principal) -> Result<Json, ApiError> {
+async fn verify_chain(
+    State(state): State<AppState>,
+    principal: Principal,
+) -> Result<Json, ApiError> {
     principal.require_reader()?;
     Ok(axum::Json(chain_verdict(&service(&state).store).await?))
 }
@@ -218,7 +222,11 @@ async fn search_payments(
     let store = &service(&state).store;
     store.index_evidence().await.map_err(store_error)?;
     let payments = store.search_payments(&query).await.map_err(store_error)?;
-    let next = next_cursor(payments.last().map(|p| p.first_seq), payments.len(), query.limit);
+    let next = next_cursor(
+        payments.last().map(|p| p.first_seq),
+        payments.len(),
+        query.limit,
+    );
     let rows: Vec<Value> = payments
         .iter()
         .map(|p| {
@@ -265,11 +273,17 @@ async fn authorise_payment(
 }
 
 /// The whole story of one payment.
-pub async fn payment_story(service: &EvidenceService, fingerprint: &str) -> Result<Value, StoreError> {
+pub async fn payment_story(
+    service: &EvidenceService,
+    fingerprint: &str,
+) -> Result<Value, StoreError> {
     let store = &service.store;
     let fp = Fingerprint(fingerprint.to_owned());
     let records = store.evidence_for(&fp).await?;
-    let settlement = store.settlement(&fp).await?.map(|s| dispute::settlement_json(&s));
+    let settlement = store
+        .settlement(&fp)
+        .await?
+        .map(|s| dispute::settlement_json(&s));
     let fields = store.payment_fields(fingerprint).await?.unwrap_or_default();
 
     // Local chain check: each record's hash, and its link to the record before it.
@@ -279,16 +293,24 @@ pub async fn payment_story(service: &EvidenceService, fingerprint: &str) -> Resu
             continue;
         }
         if expected_hash(record) != record.hash {
-            problems.push(json!({"seq": record.seq, "what": super::BreakReason::HashMismatch.describe()}));
+            problems.push(
+                json!({"seq": record.seq, "what": super::BreakReason::HashMismatch.describe()}),
+            );
             continue;
         }
         let prev = if record.seq > 1 {
-            store.chain_links(record.seq - 1, record.seq - 1, 1).await?.pop().map(|l| l.hash)
+            store
+                .chain_links(record.seq - 1, record.seq - 1, 1)
+                .await?
+                .pop()
+                .map(|l| l.hash)
         } else {
             Some(super::GENESIS_HASH.to_owned())
         };
         if prev.as_deref() != Some(record.prev_hash.as_str()) {
-            problems.push(json!({"seq": record.seq, "what": super::BreakReason::PrevHashMismatch.describe()}));
+            problems.push(
+                json!({"seq": record.seq, "what": super::BreakReason::PrevHashMismatch.describe()}),
+            );
         }
     }
 
@@ -316,7 +338,10 @@ pub async fn payment_story(service: &EvidenceService, fingerprint: &str) -> Resu
         .filter(|v| v["verdict"]["step"] == "policy")
         .collect();
     let mut disputes = Vec::new();
-    for d in store.list_disputes(None, None, Some(fingerprint), 500).await? {
+    for d in store
+        .list_disputes(None, None, Some(fingerprint), 500)
+        .await?
+    {
         let statements = store.statements(&d.id).await?;
         disputes.push(json!({"dispute": d, "statements": statements}));
     }
@@ -353,7 +378,9 @@ async fn payment(
     let service = service(&state);
     authorise_payment(service, &principal, &fingerprint).await?;
     Ok(axum::Json(
-        payment_story(service, &fingerprint).await.map_err(store_error)?,
+        payment_story(service, &fingerprint)
+            .await
+            .map_err(store_error)?,
     ))
 }
 

@@ -260,11 +260,17 @@ pub enum BundleError {
 
 /// Checks a bundle offline: the signature (by `trusted_public_key` when given), every record's
 /// hash, and the continuity of the links and the records' places in them.
-pub fn verify(bundle: &Value, trusted_public_key: Option<&str>) -> Result<BundleReport, BundleError> {
+pub fn verify(
+    bundle: &Value,
+    trusted_public_key: Option<&str>,
+) -> Result<BundleReport, BundleError> {
     let parsed: Bundle =
         serde_json::from_value(bundle.clone()).map_err(|e| BundleError::Format(e.to_string()))?;
     if parsed.format != BUNDLE_FORMAT {
-        return Err(BundleError::Format(format!("format is `{}`", parsed.format)));
+        return Err(BundleError::Format(format!(
+            "format is `{}`",
+            parsed.format
+        )));
     }
     let signature = parsed.signature.as_ref().ok_or(BundleError::Unsigned)?;
     // The signature covers the document as received, re-canonicalised, not as re-serialised
@@ -298,7 +304,9 @@ pub fn verify(bundle: &Value, trusted_public_key: Option<&str>) -> Result<Bundle
         if b.seq != a.seq + 1 {
             return Err(record_error(
                 b.seq,
-                BreakReason::SeqGap { expected: a.seq + 1 },
+                BreakReason::SeqGap {
+                    expected: a.seq + 1,
+                },
             ));
         }
         if b.prev_hash != a.hash {
@@ -330,12 +338,16 @@ pub fn verify(bundle: &Value, trusted_public_key: Option<&str>) -> Result<Bundle
             match &parsed.checkpoint {
                 Some(c) if c.seq >= record.seq => {
                     let m = signing::checkpoint_message(c.seq, &c.hash);
-                    signing::verify_hex(&c.public_key, &m, &c.signature).map_err(|_| {
-                        record_error(c.seq, BreakReason::CheckpointSignature)
-                    })?;
+                    signing::verify_hex(&c.public_key, &m, &c.signature)
+                        .map_err(|_| record_error(c.seq, BreakReason::CheckpointSignature))?;
                     pruned += 1;
                 }
-                _ => return Err(record_error(record.seq, BreakReason::PrunedWithoutCheckpoint)),
+                _ => {
+                    return Err(record_error(
+                        record.seq,
+                        BreakReason::PrunedWithoutCheckpoint,
+                    ));
+                }
             }
         } else if expected_hash(&EvidenceRecord::from(record.clone())) != record.hash {
             return Err(record_error(record.seq, BreakReason::HashMismatch));

@@ -204,17 +204,17 @@ async fn run(command: EvidenceCommand, config: Config) -> ExitCode {
                 }));
             } else {
                 println!(
-                    "{:>6}  {:>13}  {:<18}  {:<9}  {:<24}  {:<14}  {:<14}",
+                    "{:>6}  {:>13}  {:<18}  {:<12}  {:<24}  {:<14}  {:<14}",
                     "SEQ", "CREATED_MS", "KIND", "DECISION", "FINGERPRINT", "PAYER", "PAYEE"
                 );
                 for r in &records {
                     let f = index_fields(r);
                     println!(
-                        "{:>6}  {:>13}  {:<18}  {:<9}  {:<24}  {:<14}  {:<14}",
+                        "{:>6}  {:>13}  {:<18}  {:<12}  {:<24}  {:<14}  {:<14}",
                         r.seq,
                         r.created_at_ms,
                         cut(&r.kind, 18),
-                        cut(&r.decision, 9),
+                        cut(&r.decision, 12),
                         cut(r.fingerprint.as_deref().unwrap_or("-"), 24),
                         cut(f.payer.as_deref().unwrap_or("-"), 14),
                         cut(f.payee.as_deref().unwrap_or("-"), 14),
@@ -291,7 +291,11 @@ async fn run(command: EvidenceCommand, config: Config) -> ExitCode {
                         println!(
                             "Checkpoint at seq {} ({}).",
                             report.checkpoint_seq.unwrap_or_default(),
-                            if report.new_checkpoint { "new" } else { "existing" }
+                            if report.new_checkpoint {
+                                "new"
+                            } else {
+                                "existing"
+                            }
                         );
                         for (kind, n) in &report.pruned {
                             println!("{kind:<24} {n:>8} pruned");

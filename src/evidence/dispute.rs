@@ -226,7 +226,10 @@ pub async fn add_statement(
             return Err(invalid(field("name"), "must be 1 to 255 bytes"));
         }
         if file.mime.is_empty() || file.mime.len() > 127 || !file.mime.contains('/') {
-            return Err(invalid(field("mime"), "must be a MIME type like text/plain"));
+            return Err(invalid(
+                field("mime"),
+                "must be a MIME type like text/plain",
+            ));
         }
         let content = base64::engine::general_purpose::STANDARD
             .decode(file.content_base64.trim())

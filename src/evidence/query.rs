@@ -181,7 +181,9 @@ impl SearchFilters {
 
 /// The `next` cursor for a page: the last seq when the page was full.
 pub fn next_cursor(last_seq: Option<i64>, len: usize, limit: u32) -> Option<i64> {
-    (len as u64 >= u64::from(limit)).then_some(last_seq).flatten()
+    (len as u64 >= u64::from(limit))
+        .then_some(last_seq)
+        .flatten()
 }
 
 #[cfg(test)]
@@ -215,7 +217,10 @@ mod tests {
         assert_eq!(f.endpoint.as_deref(), Some("api.x.com:8443/a/b"));
         assert_eq!(f.tx.as_deref(), Some("0x99"));
         assert_eq!(f.session.as_deref(), Some("s1"));
-        assert_eq!(index_fields(&record(serde_json::json!("x"))), IndexFields::default());
+        assert_eq!(
+            index_fields(&record(serde_json::json!("x"))),
+            IndexFields::default()
+        );
     }
 
     #[test]

@@ -109,7 +109,10 @@ pub async fn prune(service: &EvidenceService) -> Result<PruneReport, VerifyError
 }
 
 /// Runs [`prune`] every `every` (none when zero or no windows are configured).
-pub fn spawn(service: Arc<EvidenceService>, every: Duration) -> Option<tokio::task::JoinHandle<()>> {
+pub fn spawn(
+    service: Arc<EvidenceService>,
+    every: Duration,
+) -> Option<tokio::task::JoinHandle<()>> {
     if every.is_zero() || service.config.retention.is_empty() {
         return None;
     }

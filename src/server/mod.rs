@@ -296,7 +296,10 @@ pub struct Running {
 impl Drop for Running {
     fn drop(&mut self) {
         self.reconcile_task.abort();
-        for task in [&self.fee_payer_task, &self.prune_task].into_iter().flatten() {
+        for task in [&self.fee_payer_task, &self.prune_task]
+            .into_iter()
+            .flatten()
+        {
             task.abort();
         }
     }
@@ -306,7 +309,10 @@ impl Running {
     /// Stops accepting, drains in-flight requests, and waits for the server to end.
     pub async fn stop(mut self) -> std::io::Result<()> {
         self.reconcile_task.abort();
-        for task in [&self.fee_payer_task, &self.prune_task].into_iter().flatten() {
+        for task in [&self.fee_payer_task, &self.prune_task]
+            .into_iter()
+            .flatten()
+        {
             task.abort();
         }
         if let Some(tx) = self.shutdown.take() {

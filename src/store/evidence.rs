@@ -235,8 +235,12 @@ pub trait EvidenceStore: Send + Sync {
     async fn evidence_record(&self, seq: i64) -> Result<Option<EvidenceRecord>, StoreError>;
 
     /// Links `from..=to`, ascending, at most `limit`.
-    async fn chain_links(&self, from: i64, to: i64, limit: i64)
-    -> Result<Vec<ChainLink>, StoreError>;
+    async fn chain_links(
+        &self,
+        from: i64,
+        to: i64,
+        limit: i64,
+    ) -> Result<Vec<ChainLink>, StoreError>;
 
     /// The chain head row (seq, hash).
     async fn chain_head(&self) -> Result<(i64, String), StoreError>;
@@ -531,10 +535,9 @@ impl EvidenceStore for SqlStore {
         conditions(query, &mut sql, &mut args);
         args.push(Arg::Int(page(query.limit)));
         sql.push_str(&format!(" ORDER BY i.seq LIMIT ${}", args.len()));
-        let rows: Vec<Row> =
-            bind_all_as(sqlx::query_as(sqlx::AssertSqlSafe(sql)), args)
-                .fetch_all(&self.pool)
-                .await?;
+        let rows: Vec<Row> = bind_all_as(sqlx::query_as(sqlx::AssertSqlSafe(sql)), args)
+            .fetch_all(&self.pool)
+            .await?;
         records(rows)
     }
 
@@ -564,10 +567,9 @@ impl EvidenceStore for SqlStore {
              ) a JOIN evidence_index l ON l.seq = a.last_seq \
              LEFT JOIN settlements s ON s.fingerprint = a.fingerprint ORDER BY a.first_seq"
         );
-        let rows: Vec<PaymentSummary> =
-            bind_all_as(sqlx::query_as(sqlx::AssertSqlSafe(sql)), args)
-                .fetch_all(&self.pool)
-                .await?;
+        let rows: Vec<PaymentSummary> = bind_all_as(sqlx::query_as(sqlx::AssertSqlSafe(sql)), args)
+            .fetch_all(&self.pool)
+            .await?;
         Ok(rows)
     }
 
@@ -627,9 +629,10 @@ impl EvidenceStore for SqlStore {
     }
 
     async fn chain_head(&self) -> Result<(i64, String), StoreError> {
-        let head: (i64, String) = sqlx::query_as("SELECT seq, hash FROM evidence_head WHERE id = 1")
-            .fetch_one(&self.pool)
-            .await?;
+        let head: (i64, String) =
+            sqlx::query_as("SELECT seq, hash FROM evidence_head WHERE id = 1")
+                .fetch_one(&self.pool)
+                .await?;
         Ok(head)
     }
 
@@ -862,10 +865,9 @@ impl EvidenceStore for SqlStore {
         let mut args = Vec::new();
         let mut sql = String::from("SELECT MAX(seq) FROM evidence WHERE");
         prune_conditions(selector, &mut sql, &mut args);
-        let (max,): (Option<i64>,) =
-            bind_all_as(sqlx::query_as(sqlx::AssertSqlSafe(sql)), args)
-                .fetch_one(&self.pool)
-                .await?;
+        let (max,): (Option<i64>,) = bind_all_as(sqlx::query_as(sqlx::AssertSqlSafe(sql)), args)
+            .fetch_one(&self.pool)
+            .await?;
         Ok(max)
     }
 
