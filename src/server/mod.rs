@@ -96,10 +96,19 @@ pub async fn build_state(config: Config, clock: SharedClock) -> Result<AppState,
         clock.clone(),
         stale_after,
     ));
+    let policy = match &config.policy_file {
+        Some(path) => crate::policy::reload::load_file(path).map_err(|message| {
+            StartError::Config(ConfigError::Invalid(vec![ConfigProblem {
+                key: "policy_file".into(),
+                message,
+            }]))
+        })?,
+        None => config.policy.clone(),
+    };
     let pipeline = Arc::new(
         Pipeline::new(store, upstream, chains, clock)
             .with_settlers(settlers)
-            .with_policy(Policy::new(config.policy.clone())),
+            .with_policy(Policy::new(policy)),
     );
     Ok(AppState {
         pipeline,
@@ -274,10 +283,13 @@ pub struct Running {
     task: tokio::task::JoinHandle<std::io::Result<()>>,
     reconcile_task: tokio::task::JoinHandle<()>,
     fee_payer_task: Option<tokio::task::JoinHandle<()>>,
+    /// The policy file reloader and the webhook drainer.
+    policy_tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl Drop for Running {
     fn drop(&mut self) {
+        self.policy_tasks.iter().for_each(|t| t.abort());
         self.reconcile_task.abort();
         if let Some(task) = &self.fee_payer_task {
             task.abort();
@@ -288,6 +300,7 @@ impl Drop for Running {
 impl Running {
     /// Stops accepting, drains in-flight requests, and waits for the server to end.
     pub async fn stop(mut self) -> std::io::Result<()> {
+        self.policy_tasks.iter().for_each(|t| t.abort());
         self.reconcile_task.abort();
         if let Some(task) = &self.fee_payer_task {
             task.abort();
@@ -318,7 +331,9 @@ pub async fn start_with_clock(config: Config, clock: SharedClock) -> Result<Runn
         .validate()
         .map_err(|p| StartError::Config(crate::config::ConfigError::Invalid(p)))?;
     let addr = config.listen_addr()?;
-    let state = build_state(config, clock).await?;
+    let hooks = crate::webhook::Webhooks::from_config(&config.webhooks)
+        .map_err(|p| StartError::Config(ConfigError::Invalid(vec![p])))?;
+    let state = build_state(config, clock.clone()).await?;
     let listener = TcpListener::bind(addr)
         .await
         .map_err(|source| StartError::Bind { addr, source })?;
@@ -339,6 +354,7 @@ pub async fn start_with_clock(config: Config, clock: SharedClock) -> Result<Runn
         .clone()
         .spawn(Duration::from_secs(state.config.reconcile_interval_secs));
     let fee_payer_task = spawn_fee_payer_sync(&state);
+    let policy_tasks = spawn_policy_tasks(&state, hooks, clock);
     tracing::info!(%addr, "Gatehouse listening.");
     Ok(Running {
         addr,
@@ -347,5 +363,29 @@ pub async fn start_with_clock(config: Config, clock: SharedClock) -> Result<Runn
         task,
         reconcile_task,
         fee_payer_task,
+        policy_tasks,
     })
+}
+
+/// The webhook outbox drainer (always: events are enqueued whether or not webhooks are
+/// configured, and unsubscribed ones are routed to nobody) and, with `policy_file`, its
+/// reloader.
+fn spawn_policy_tasks(
+    state: &AppState,
+    hooks: crate::webhook::Webhooks,
+    clock: SharedClock,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    let store = state.pipeline.store().clone();
+    let mut tasks =
+        vec![crate::webhook::Drainer::new(store.clone(), hooks, clock.clone()).spawn()];
+    if let Some(path) = &state.config.policy_file {
+        let reloader = crate::policy::reload::Reloader::new(
+            path.clone(),
+            state.pipeline.policy().clone(),
+            store,
+            clock,
+        );
+        tasks.push(reloader.spawn(Duration::from_secs(state.config.policy_reload_secs)));
+    }
+    tasks
 }
