@@ -18,7 +18,7 @@ use gatehouse::protocol::{FacilitatorRequest, Payment, normalise};
 use gatehouse::store::{Store, connect};
 use gatehouse::verdict::Outcome;
 use serde_json::{Value, json};
-use store_support::TestDb;
+use common::TestDb;
 
 const NOW: u64 = 1_795_820_400_000;
 

@@ -287,12 +287,9 @@ impl PolicyStore for SqlStore {
         now_ms: u64,
     ) -> Result<Option<PinRecord>, StoreError> {
         let now = db_ms(now_ms, "now_ms")?;
-        let mut tx = self.pool.begin().await?;
-        let sql = format!("{SELECT_PIN} WHERE endpoint = $1");
-        let before: Option<PinRow> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
-            .bind(endpoint)
-            .fetch_optional(&mut *tx)
-            .await?;
+        // Read, then upsert: re-pins are rare operator actions, and each is recorded with the
+        // pin it replaced; a plain read keeps SQLite from upgrading a read lock under load.
+        let before = self.pin(endpoint).await?;
         sqlx::query(
             "INSERT INTO policy_endpoints (endpoint, pay_to, source, created_at_ms, repinned_by, \
              repinned_at_ms) VALUES ($1, $2, 'config', $4, $3, $4) \
@@ -303,10 +300,9 @@ impl PolicyStore for SqlStore {
         .bind(pay_to)
         .bind(by)
         .bind(now)
-        .execute(&mut *tx)
+        .execute(&self.pool)
         .await?;
-        tx.commit().await?;
-        Ok(before.map(pin_record))
+        Ok(before)
     }
 
     async fn counters_with_prefix(
