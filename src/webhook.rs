@@ -183,10 +183,7 @@ pub fn signature(secret: &[u8], t_secs: u64, body: &[u8]) -> String {
     mac.update(t_secs.to_string().as_bytes());
     mac.update(b".");
     mac.update(body);
-    format!(
-        "t={t_secs},v1={}",
-        hex::encode(mac.finalize().into_bytes())
-    )
+    format!("t={t_secs},v1={}", hex::encode(mac.finalize().into_bytes()))
 }
 
 /// A webhook ready to deliver to (secret resolved).
@@ -234,10 +231,7 @@ impl Webhooks {
                     )
                 })?,
                 (None, None) => {
-                    return Err(problem(
-                        "secret_env",
-                        "a signing secret is required".into(),
-                    ));
+                    return Err(problem("secret_env", "a signing secret is required".into()));
                 }
             };
             let secret = secret.trim();

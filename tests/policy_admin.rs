@@ -82,11 +82,17 @@ async fn policy_is_read_and_replaced_at_runtime_with_evidence() {
     // Bad input: a 400 naming the key, and nothing changes.
     let (status, answer) = put(&base, OPERATOR, &json!({"endpoints": [{"daily_cap": "5"}]})).await;
     assert_eq!(status, 400, "{answer}");
-    assert_eq!(answer["error"]["field"], "policy.endpoints[0].host", "{answer}");
+    assert_eq!(
+        answer["error"]["field"], "policy.endpoints[0].host",
+        "{answer}"
+    );
     let (status, answer) = put(&base, OPERATOR, &json!({"global": {"dialy_cap": "5"}})).await;
     assert_eq!(status, 400, "{answer}");
     assert!(
-        answer["error"]["message"].as_str().unwrap().contains("dialy_cap"),
+        answer["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("dialy_cap"),
         "{answer}"
     );
     let (status, answer) = put(&base, OPERATOR, &json!({"global": {"daily_cap": 5}})).await;
@@ -97,9 +103,15 @@ async fn policy_is_read_and_replaced_at_runtime_with_evidence() {
     assert_eq!(status, 200, "{answer}");
     assert_eq!(answer["policy"]["global"]["max_per_request"], "9999");
     let answer = verify(&gh.addr, &v2_body(&nonce())).await;
-    assert_eq!(answer["invalidReason"], "policy_max_per_request", "{answer}");
+    assert_eq!(
+        answer["invalidReason"], "policy_max_per_request",
+        "{answer}"
+    );
     let (_, view) = admin_get(&base, OPERATOR).await;
-    assert_eq!(view["policy"]["global"]["max_per_request"], "9999", "{view}");
+    assert_eq!(
+        view["policy"]["global"]["max_per_request"], "9999",
+        "{view}"
+    );
 
     let store = gh.state.pipeline.store().clone();
     let updates = evidence_of(&*store, "admin.policy_update").await;
@@ -107,7 +119,10 @@ async fn policy_is_read_and_replaced_at_runtime_with_evidence() {
     let body = &updates[0].1;
     assert_eq!(body["principal"], "ops");
     assert_eq!(body["after"]["global"]["max_per_request"], "9999");
-    assert!(body["before"]["global"].as_object().unwrap().is_empty(), "{body}");
+    assert!(
+        body["before"]["global"].as_object().unwrap().is_empty(),
+        "{body}"
+    );
     gh.stop().await.unwrap();
 }
 
@@ -132,11 +147,7 @@ async fn endpoints_pins_and_repinning() {
         }],
         ..PolicyConfig::default()
     };
-    let (gh, _clock) = start_at(
-        config_with(&db.url, &upstream.url, policy),
-        LATE_EVENING_MS,
-    )
-    .await;
+    let (gh, _clock) = start_at(config_with(&db.url, &upstream.url, policy), LATE_EVENING_MS).await;
     let admin = format!("http://{}/admin/policy", gh.addr);
 
     // The fixtures pay for api.example.com/premium: discovered, pinned to PAY_TO on first use.
@@ -149,9 +160,12 @@ async fn endpoints_pins_and_repinning() {
         "policy_payto_changed"
     );
     let mut configured = v2_body(&nonce());
-    configured["paymentPayload"]["resource"]["url"] =
-        json!("https://api.example.com/configured/x");
-    assert_eq!(verify(&gh.addr, &configured).await["isValid"], true, "{configured}");
+    configured["paymentPayload"]["resource"]["url"] = json!("https://api.example.com/configured/x");
+    assert_eq!(
+        verify(&gh.addr, &configured).await["isValid"],
+        true,
+        "{configured}"
+    );
     assert_eq!(settle(&gh.addr, &configured).await["success"], true);
 
     let (status, list) = admin_get(&format!("{admin}/endpoints"), AUDITOR).await;
@@ -188,7 +202,10 @@ async fn endpoints_pins_and_repinning() {
 
     let (status, pins) = admin_get(&format!("{admin}/pins"), AUDITOR).await;
     assert_eq!(status, 200, "{pins}");
-    assert_eq!(pins["configured"]["api.example.com/configured"], PAY_TO, "{pins}");
+    assert_eq!(
+        pins["configured"]["api.example.com/configured"], PAY_TO,
+        "{pins}"
+    );
 
     let repin = json!({"endpoint": "api.example.com/premium", "pay_to": OTHER_PAY_TO});
     let (status, _) = put(&format!("{admin}/pins"), AUDITOR, &repin).await;
@@ -235,12 +252,18 @@ async fn endpoints_pins_and_repinning() {
         .map(|r| r.event)
         .collect();
     assert_eq!(
-        events.iter().filter(|e| *e == "endpoint.discovered").count(),
+        events
+            .iter()
+            .filter(|e| *e == "endpoint.discovered")
+            .count(),
         1,
         "{events:?}"
     );
     assert_eq!(
-        events.iter().filter(|e| *e == "pin.changed_blocked").count(),
+        events
+            .iter()
+            .filter(|e| *e == "pin.changed_blocked")
+            .count(),
         2,
         "{events:?}"
     );
@@ -265,11 +288,7 @@ async fn breakers_are_listed_and_reset() {
         ..PolicyConfig::default()
     };
     policy.discovery.enabled = false;
-    let (gh, _clock) = start_at(
-        config_with(&db.url, &upstream.url, policy),
-        LATE_EVENING_MS,
-    )
-    .await;
+    let (gh, _clock) = start_at(config_with(&db.url, &upstream.url, policy), LATE_EVENING_MS).await;
     let admin = format!("http://{}/admin/policy/breakers", gh.addr);
     for _ in 0..2 {
         verify(&gh.addr, &body_paying(&nonce(), OTHER_PAY_TO)).await;
@@ -291,11 +310,15 @@ async fn breakers_are_listed_and_reset() {
     assert_eq!(payer["half_opens_at_ms"], json!(LATE_EVENING_MS + 600_000));
 
     let reset = format!("{admin}/reset");
-    let upper_payer = json!({"subject": format!("payer:{}", PAYER.to_uppercase().replace("0X", "0x"))});
+    let upper_payer =
+        json!({"subject": format!("payer:{}", PAYER.to_uppercase().replace("0X", "0x"))});
     let (status, _) = admin_post(&reset, AUDITOR, &upper_payer).await;
     assert_eq!(status, 403);
     let (status, answer) = admin_post(&reset, OPERATOR, &json!({"subject": "wallet:1"})).await;
-    assert_eq!((status, &answer["error"]["field"]), (400, &json!("subject")));
+    assert_eq!(
+        (status, &answer["error"]["field"]),
+        (400, &json!("subject"))
+    );
     let (status, _) = admin_post(&reset, OPERATOR, &json!({"subject": "payer:0xabc"})).await;
     assert_eq!(status, 404);
     let (status, answer) = admin_post(&reset, OPERATOR, &upper_payer).await;
@@ -383,6 +406,9 @@ async fn policy_file_hot_reload_keeps_the_last_good_policy() {
 
     // A broken file at start is a configuration error naming the key.
     std::fs::write(&path, "[global]\nmax_per_request = 5\n").unwrap();
-    let err = gatehouse::server::start(config).await.unwrap_err().to_string();
+    let err = gatehouse::server::start(config)
+        .await
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("policy_file"), "{err}");
 }

@@ -10,15 +10,13 @@ use common::store as store_support;
 use std::sync::Arc;
 
 use bytes::Bytes;
+use common::TestDb;
 use common::{ASSET, v2_body};
-use gatehouse::policy::{
-    AmountSanity, Atomic, Hold, Policy, PolicyConfig, Rule, SessionBudget,
-};
+use gatehouse::policy::{AmountSanity, Atomic, Hold, Policy, PolicyConfig, Rule, SessionBudget};
 use gatehouse::protocol::{FacilitatorRequest, Payment, normalise};
 use gatehouse::store::{Store, connect};
 use gatehouse::verdict::Outcome;
 use serde_json::{Value, json};
-use common::TestDb;
 
 const NOW: u64 = 1_795_820_400_000;
 
@@ -46,7 +44,12 @@ fn session(cap: i64) -> SessionBudget {
     }
 }
 
-async fn reason(policy: &Policy, store: &dyn Store, p: &Payment, s: Option<&SessionBudget>) -> String {
+async fn reason(
+    policy: &Policy,
+    store: &dyn Store,
+    p: &Payment,
+    s: Option<&SessionBudget>,
+) -> String {
     let decision = policy.check(store, p, s, "req", NOW).await.unwrap();
     match decision.verdict.outcome {
         Outcome::Deny => decision.verdict.reasons[0].code.code().to_owned(),
@@ -65,30 +68,47 @@ async fn session_budget_joins_the_reservation(db: TestDb) {
     let mut held = Vec::new();
     for _ in 0..3 {
         let p = payment();
-        let decision = policy.check(s, &p, Some(&budget), "req", NOW).await.unwrap();
+        let decision = policy
+            .check(s, &p, Some(&budget), "req", NOW)
+            .await
+            .unwrap();
         assert_eq!(decision.verdict.outcome, Outcome::Allow, "{decision:?}");
         assert_eq!(decision.hold, Hold::Fresh);
         held.push(p);
     }
     let fourth = payment();
-    assert_eq!(reason(&policy, s, &fourth, Some(&budget)).await, "policy_cap_exceeded");
+    assert_eq!(
+        reason(&policy, s, &fourth, Some(&budget)).await,
+        "policy_cap_exceeded"
+    );
     assert_eq!(reason(&policy, s, &fourth, None).await, "allow");
     let key = budget.counter_key(ASSET);
     assert_eq!(key, format!("session:sess-1|{ASSET}"));
-    store.commit_budget(&held[0].fingerprint, NOW).await.unwrap();
-    store.release_budget(&held[1].fingerprint, NOW).await.unwrap();
+    store
+        .commit_budget(&held[0].fingerprint, NOW)
+        .await
+        .unwrap();
+    store
+        .release_budget(&held[1].fingerprint, NOW)
+        .await
+        .unwrap();
     let counter = store.budget_counter(&key).await.unwrap().unwrap();
     assert_eq!((counter.used, counter.reserved), (10_000, 10_000));
     assert_eq!(reason(&policy, s, &fourth, Some(&budget)).await, "allow");
-    assert_eq!(reason(&policy, s, &payment(), Some(&budget)).await, "policy_cap_exceeded");
+    assert_eq!(
+        reason(&policy, s, &payment(), Some(&budget)).await,
+        "policy_cap_exceeded"
+    );
 }
 
 /// 40 concurrent payments from two store instances against a session cap admitting 5, with
 /// a global daily cap that would admit more: exactly 5 are held, and a refusal by the
 /// session cap leaves nothing on the global counter (all or none).
 async fn session_budget_holds_under_concurrency(db: TestDb) {
-    let stores: Vec<Arc<dyn Store>> =
-        vec![connect(&db.url).await.unwrap(), connect(&db.url).await.unwrap()];
+    let stores: Vec<Arc<dyn Store>> = vec![
+        connect(&db.url).await.unwrap(),
+        connect(&db.url).await.unwrap(),
+    ];
     let policy = Arc::new(Policy::new(PolicyConfig {
         global: Rule {
             daily_cap: Some(Atomic(1_000_000)),
@@ -145,7 +165,10 @@ async fn amounts_outside_the_usual_range_are_refused(db: TestDb) {
     };
     config.discovery.enabled = false;
     let policy = Policy::new(config.clone());
-    assert_eq!(reason(&policy, s, &odd, None).await, "policy_unknown_decimals");
+    assert_eq!(
+        reason(&policy, s, &odd, None).await,
+        "policy_unknown_decimals"
+    );
     // Base Sepolia USDC is in the built-in table.
     assert_eq!(policy.decimals(&payment()), Some(6));
     config
@@ -158,7 +181,11 @@ async fn amounts_outside_the_usual_range_are_refused(db: TestDb) {
 
     // Two approvals (10000, 20000): the range is not enforced yet, so 1000000 passes too.
     for amount in ["10000", "20000", "1000000"] {
-        assert_eq!(reason(&policy, s, &paying(amount), None).await, "allow", "{amount}");
+        assert_eq!(
+            reason(&policy, s, &paying(amount), None).await,
+            "allow",
+            "{amount}"
+        );
     }
     // Learned 10000..1000000 over 3 samples; factor 10 allows 1000..=10000000.
     assert_eq!(

@@ -122,10 +122,15 @@ async fn events_are_signed_and_delivered_once() {
     let hooks = vec![hook(
         &url,
         &dir,
-        vec![WebhookEvent::EndpointDiscovered, WebhookEvent::ReviewPending],
+        vec![
+            WebhookEvent::EndpointDiscovered,
+            WebhookEvent::ReviewPending,
+        ],
     )];
     let gh = start(gatehouse_config(&db.url, &upstream.url, hooks)).await;
-    let answer = post_json(&format!("http://{}/verify", gh.addr), &v2_body(&nonce())).await.1;
+    let answer = post_json(&format!("http://{}/verify", gh.addr), &v2_body(&nonce()))
+        .await
+        .1;
     assert_eq!(answer["isValid"], true, "{answer}");
     // A blocked payTo change: an event nobody subscribed to.
     let mut moved = v2_body(&nonce());
@@ -133,7 +138,9 @@ async fn events_are_signed_and_delivered_once() {
     moved["paymentRequirements"]["payTo"] = json!(other);
     moved["paymentPayload"]["accepted"]["payTo"] = json!(other);
     moved["paymentPayload"]["payload"]["authorization"]["to"] = json!(other);
-    let answer = post_json(&format!("http://{}/verify", gh.addr), &moved).await.1;
+    let answer = post_json(&format!("http://{}/verify", gh.addr), &moved)
+        .await
+        .1;
     assert_eq!(answer["invalidReason"], "policy_payto_changed", "{answer}");
     let store = gh.state.pipeline.store().clone();
     enqueue(
@@ -161,7 +168,10 @@ async fn events_are_signed_and_delivered_once() {
         let t = verified_timestamp(signature, body).expect("the HMAC verifies");
         assert!(t.abs_diff(now_secs) < 60, "timestamp {t} vs {now_secs}");
         let json: Value = serde_json::from_slice(body).unwrap();
-        assert_eq!(headers["x-gatehouse-event"], json["event"].as_str().unwrap());
+        assert_eq!(
+            headers["x-gatehouse-event"],
+            json["event"].as_str().unwrap()
+        );
         events.push(json);
     }
     let discovered = events
@@ -217,7 +227,8 @@ async fn failures_are_retried_with_backoff_then_given_up() {
     Mock::given(method("POST"))
         .and(path("/moved"))
         .respond_with(
-            ResponseTemplate::new(307).insert_header("location", format!("{}/flaky", failing.uri())),
+            ResponseTemplate::new(307)
+                .insert_header("location", format!("{}/flaky", failing.uri())),
         )
         .expect(1)
         .mount(&failing)
@@ -265,14 +276,28 @@ async fn failures_are_retried_with_backoff_then_given_up() {
             .unwrap_or_else(|| panic!("{suffix}: {rows:?}"))
     };
     let down = by("/down");
-    assert_eq!((down.state.as_str(), down.attempts), ("failed", 3), "{down:?}");
-    assert!(down.last_error.as_deref().unwrap().contains("500"), "{down:?}");
+    assert_eq!(
+        (down.state.as_str(), down.attempts),
+        ("failed", 3),
+        "{down:?}"
+    );
+    assert!(
+        down.last_error.as_deref().unwrap().contains("500"),
+        "{down:?}"
+    );
     assert!(down.delivered_at_ms.is_none());
     let flaky = by("/flaky");
-    assert_eq!((flaky.state.as_str(), flaky.attempts), ("delivered", 3), "{flaky:?}");
+    assert_eq!(
+        (flaky.state.as_str(), flaky.attempts),
+        ("delivered", 3),
+        "{flaky:?}"
+    );
     let moved = by("/moved");
     assert_eq!(moved.state, "failed", "{moved:?}");
-    assert!(moved.last_error.as_deref().unwrap().contains("redirect"), "{moved:?}");
+    assert!(
+        moved.last_error.as_deref().unwrap().contains("redirect"),
+        "{moved:?}"
+    );
     gh.stop().await.unwrap();
     failing.verify().await;
 }
@@ -317,7 +342,10 @@ async fn private_destinations_are_refused_unless_allowed() {
             "{row:?}"
         );
     }
-    assert!(received.lock().await.is_empty(), "nothing reached the receiver");
+    assert!(
+        received.lock().await.is_empty(),
+        "nothing reached the receiver"
+    );
     gh.stop().await.unwrap();
 }
 

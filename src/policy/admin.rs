@@ -102,7 +102,10 @@ async fn record(
 }
 
 /// `GET /admin/policy`: the policy in force.
-async fn get_policy(State(state): State<AppState>, principal: Principal) -> Result<Json<Value>, ApiError> {
+async fn get_policy(
+    State(state): State<AppState>,
+    principal: Principal,
+) -> Result<Json<Value>, ApiError> {
     principal.require_reader()?;
     let policy = state.pipeline.policy().current();
     Ok(Json(json!({
@@ -330,8 +333,7 @@ async fn put_pin(
         return Err(ApiError::BadRequest {
             code: "invalid_pin",
             field: Some("endpoint".into()),
-            message: "endpoint must be `host/path` as listed by GET /admin/policy/endpoints"
-                .into(),
+            message: "endpoint must be `host/path` as listed by GET /admin/policy/endpoints".into(),
         });
     }
     if !plausible_address(&body.pay_to) {
@@ -409,7 +411,10 @@ async fn breakers(
             let half_opens_at_ms = (b.state == "open")
                 .then_some(cooldown_ms)
                 .flatten()
-                .map(|c| b.opened_at_ms.saturating_add(i64::try_from(c).unwrap_or(i64::MAX)));
+                .map(|c| {
+                    b.opened_at_ms
+                        .saturating_add(i64::try_from(c).unwrap_or(i64::MAX))
+                });
             json!({
                 "subject": b.subject,
                 "state": b.state,
@@ -457,7 +462,9 @@ async fn reset_breaker(
     let store = state.pipeline.store();
     let now_ms = state.pipeline.clock().now_ms();
     let Some(before) = store.breaker(&subject).await.map_err(store_error)? else {
-        return Err(ApiError::NotFound(format!("no circuit breaker for {subject}")));
+        return Err(ApiError::NotFound(format!(
+            "no circuit breaker for {subject}"
+        )));
     };
     record(
         &**store,

@@ -612,10 +612,7 @@ impl Policy {
         };
         let pay_to_key = norm(&payment.pay_to);
         for &i in self.payees.get(&pay_to_key).into_iter().flatten() {
-            scopes.push((
-                format!("payee:{pay_to_key}"),
-                Cow::Borrowed(&c.payees[i]),
-            ));
+            scopes.push((format!("payee:{pay_to_key}"), Cow::Borrowed(&c.payees[i])));
         }
         if let Some(payer) = &payment.payer {
             let payer_key = norm(payer);

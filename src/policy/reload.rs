@@ -212,8 +212,11 @@ mod tests {
     fn broken_files_name_the_problem() {
         let err = parse(Path::new("p.toml"), "[global]\nnope = 1\n").unwrap_err();
         assert!(err.contains("nope"), "{err}");
-        let err = parse(Path::new("p.toml"), "[[endpoints]]\nmax_per_request = \"5\"\n")
-            .unwrap_err();
+        let err = parse(
+            Path::new("p.toml"),
+            "[[endpoints]]\nmax_per_request = \"5\"\n",
+        )
+        .unwrap_err();
         assert!(err.contains("policy.endpoints[0].host"), "{err}");
     }
 }

@@ -376,8 +376,7 @@ fn spawn_policy_tasks(
     clock: SharedClock,
 ) -> Vec<tokio::task::JoinHandle<()>> {
     let store = state.pipeline.store().clone();
-    let mut tasks =
-        vec![crate::webhook::Drainer::new(store.clone(), hooks, clock.clone()).spawn()];
+    let mut tasks = vec![crate::webhook::Drainer::new(store.clone(), hooks, clock.clone()).spawn()];
     if let Some(path) = &state.config.policy_file {
         let reloader = crate::policy::reload::Reloader::new(
             path.clone(),

@@ -17,9 +17,7 @@ use async_trait::async_trait;
 
 use crate::protocol::payment::Fingerprint;
 
-pub use policy::{
-    AmountRange, LIST_LIMIT_MAX, PinRecord, PolicyStore, WebhookAttempt, WebhookRow,
-};
+pub use policy::{AmountRange, LIST_LIMIT_MAX, PinRecord, PolicyStore, WebhookAttempt, WebhookRow};
 pub use sql::SqlStore;
 
 /// Which database a [`Store`] talks to.

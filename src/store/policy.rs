@@ -91,8 +91,11 @@ pub enum WebhookAttempt {
 #[async_trait]
 pub trait PolicyStore: Send + Sync {
     /// Breakers, most recently changed first.
-    async fn list_breakers(&self, limit: u32, offset: u32)
-    -> Result<Vec<BreakerRecord>, StoreError>;
+    async fn list_breakers(
+        &self,
+        limit: u32,
+        offset: u32,
+    ) -> Result<Vec<BreakerRecord>, StoreError>;
 
     /// Pins, by endpoint.
     async fn list_pins(&self, limit: u32, offset: u32) -> Result<Vec<PinRecord>, StoreError>;
@@ -147,8 +150,12 @@ pub trait PolicyStore: Send + Sync {
 
     /// Routes one event to `urls` (one pending row each) and marks it routed, atomically;
     /// false if another replica routed it first.
-    async fn route_webhook(&self, id: i64, urls: &[String], now_ms: u64)
-    -> Result<bool, StoreError>;
+    async fn route_webhook(
+        &self,
+        id: i64,
+        urls: &[String],
+        now_ms: u64,
+    ) -> Result<bool, StoreError>;
 
     /// Pending deliveries due at `now_ms`, oldest first.
     async fn due_webhooks(&self, now_ms: u64, limit: u32) -> Result<Vec<WebhookRow>, StoreError>;
@@ -163,8 +170,7 @@ pub trait PolicyStore: Send + Sync {
     ) -> Result<bool, StoreError>;
 
     /// Records the outcome of one attempt (and counts it).
-    async fn webhook_attempted(&self, id: i64, attempt: &WebhookAttempt)
-    -> Result<(), StoreError>;
+    async fn webhook_attempted(&self, id: i64, attempt: &WebhookAttempt) -> Result<(), StoreError>;
 
     /// Every outbox row, newest first (admin and tests).
     async fn list_webhooks(&self, limit: u32) -> Result<Vec<WebhookRow>, StoreError>;
@@ -401,11 +407,12 @@ impl PolicyStore for SqlStore {
     }
 
     async fn unrouted_webhooks(&self, limit: u32) -> Result<Vec<WebhookRow>, StoreError> {
-        let rows: Vec<OutboxRow> =
-            sqlx::query_as(select_outbox!("WHERE state = 'unrouted' ORDER BY id LIMIT $1"))
-                .bind(i64::from(limit.min(LIST_LIMIT_MAX)))
-                .fetch_all(&self.pool)
-                .await?;
+        let rows: Vec<OutboxRow> = sqlx::query_as(select_outbox!(
+            "WHERE state = 'unrouted' ORDER BY id LIMIT $1"
+        ))
+        .bind(i64::from(limit.min(LIST_LIMIT_MAX)))
+        .fetch_all(&self.pool)
+        .await?;
         Ok(rows.into_iter().map(WebhookRow::from).collect())
     }
 
@@ -473,11 +480,7 @@ impl PolicyStore for SqlStore {
         Ok(leased.rows_affected() == 1)
     }
 
-    async fn webhook_attempted(
-        &self,
-        id: i64,
-        attempt: &WebhookAttempt,
-    ) -> Result<(), StoreError> {
+    async fn webhook_attempted(&self, id: i64, attempt: &WebhookAttempt) -> Result<(), StoreError> {
         let query = match attempt {
             WebhookAttempt::Delivered { now_ms } => sqlx::query(
                 "UPDATE webhook_outbox SET state = 'delivered', attempts = attempts + 1, \
