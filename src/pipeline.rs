@@ -19,7 +19,7 @@ use sha2::{Digest, Sha256};
 use crate::chain::evm::settle::{EvmSettler, SettleOutcome};
 use crate::chain::{ChainCheckers, ChainError};
 use crate::clock::SharedClock;
-use crate::policy::{Hold, Policy};
+use crate::policy::{Hold, Policy, PolicyHandle};
 use crate::protocol::{
     DecodeError, FacilitatorRequest, Payment, SettleResponse, VerifyResponse, X402Version,
     normalise,
@@ -114,7 +114,7 @@ pub struct Pipeline {
     chains: ChainCheckers,
     settlers: Settlers,
     clock: SharedClock,
-    policy: Arc<Policy>,
+    policy: PolicyHandle,
 }
 
 impl Pipeline {
@@ -131,7 +131,7 @@ impl Pipeline {
             chains,
             settlers: Settlers::default(),
             clock,
-            policy: Arc::new(Policy::default()),
+            policy: PolicyHandle::default(),
         }
     }
 
@@ -143,8 +143,18 @@ impl Pipeline {
 
     /// Applies a spending policy (the default checks nothing).
     pub fn with_policy(mut self, policy: Policy) -> Self {
-        self.policy = Arc::new(policy);
+        self.policy = PolicyHandle::new(policy);
         self
+    }
+
+    /// The policy in force, swappable at runtime (hot reload, admin API).
+    pub fn policy(&self) -> &PolicyHandle {
+        &self.policy
+    }
+
+    /// The clock every step reads.
+    pub fn clock(&self) -> &SharedClock {
+        &self.clock
     }
 
     /// Gate 1: every check, the decision recorded, then the upstream's own verify.
@@ -381,9 +391,16 @@ impl Pipeline {
         let chain = self.chains.check(&payment, run.gate, now_secs).await;
         run.push_checked(Step::Chain, chain);
         if run.allowed() {
-            let decision = self
-                .policy
-                .check(&*self.store, &payment, &run.request_id, self.clock.now_ms())
+            // One policy for the whole check, even if it is swapped meanwhile.
+            let policy = self.policy.current();
+            let decision = policy
+                .check(
+                    &*self.store,
+                    &payment,
+                    None,
+                    &run.request_id,
+                    self.clock.now_ms(),
+                )
                 .await;
             run.hold = decision.as_ref().map_or(Hold::None, |d| d.hold);
             run.push_checked(Step::Policy, decision.map(|d| d.verdict));
@@ -574,9 +591,8 @@ impl Pipeline {
     /// After the upstream answered: settled (or unknown, the money may have moved) commits
     /// the payment's reservation; a definitive failure releases it.
     async fn settle_budget(&self, payment: &Payment, state: SettlementState) {
-        if self.policy.is_empty() {
-            return;
-        }
+        // No shortcut on an empty policy: it may have been swapped since the verify that
+        // made the hold; with no hold this is one indexed read.
         let now_ms = self.clock.now_ms();
         let result = match state {
             SettlementState::Settled | SettlementState::Pending => {

@@ -403,6 +403,7 @@ pub fn routes(state: AppState) -> Router<AppState> {
     Router::new()
         .route("/whoami", axum::routing::get(whoami))
         .merge(crate::evidence::admin::routes())
+        .merge(crate::policy::admin::routes())
         .fallback(|| async { ApiError::NotFound("no such admin route".into()) })
         .layer(middleware::from_fn_with_state(state, authenticate))
 }

@@ -114,10 +114,19 @@ pub async fn build_state(config: Config, clock: SharedClock) -> Result<AppState,
         )?),
         config: config.evidence.clone(),
     });
+    let policy = match &config.policy_file {
+        Some(path) => crate::policy::reload::load_file(path).map_err(|message| {
+            StartError::Config(ConfigError::Invalid(vec![ConfigProblem {
+                key: "policy_file".into(),
+                message,
+            }]))
+        })?,
+        None => config.policy.clone(),
+    };
     let pipeline = Arc::new(
         Pipeline::new(store, upstream, chains, clock)
             .with_settlers(settlers)
-            .with_policy(Policy::new(config.policy.clone())),
+            .with_policy(Policy::new(policy)),
     );
     Ok(AppState {
         pipeline,
@@ -300,10 +309,13 @@ pub struct Running {
     reconcile_task: tokio::task::JoinHandle<()>,
     fee_payer_task: Option<tokio::task::JoinHandle<()>>,
     prune_task: Option<tokio::task::JoinHandle<()>>,
+    /// The policy file reloader and the webhook drainer.
+    policy_tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl Drop for Running {
     fn drop(&mut self) {
+        self.policy_tasks.iter().for_each(|t| t.abort());
         self.reconcile_task.abort();
         if let Some(task) = &self.metrics_task {
             task.abort();
@@ -322,6 +334,7 @@ impl Running {
     /// settle tasks, and then for the server to end. A settle still running at the limit
     /// keeps its in-flight journal entry, which the reconciler resolves later.
     pub async fn stop(mut self) -> std::io::Result<()> {
+        self.policy_tasks.iter().for_each(|t| t.abort());
         self.reconcile_task.abort();
         for task in [&self.fee_payer_task, &self.prune_task]
             .into_iter()
@@ -374,7 +387,9 @@ pub async fn start_with_clock(config: Config, clock: SharedClock) -> Result<Runn
     if config.ops.metrics_enabled {
         crate::metrics::install();
     }
-    let state = build_state(config, clock).await?;
+    let hooks = crate::webhook::Webhooks::from_config(&config.webhooks)
+        .map_err(|p| StartError::Config(ConfigError::Invalid(vec![p])))?;
+    let state = build_state(config, clock.clone()).await?;
     let listener = TcpListener::bind(addr)
         .await
         .map_err(|source| StartError::Bind { addr, source })?;
@@ -406,6 +421,7 @@ pub async fn start_with_clock(config: Config, clock: SharedClock) -> Result<Runn
         state.evidence.clone(),
         Duration::from_secs(state.config.evidence.prune_interval_secs),
     );
+    let policy_tasks = spawn_policy_tasks(&state, hooks, clock);
     tracing::info!(%addr, "Gatehouse listening.");
     Ok(Running {
         addr,
@@ -416,6 +432,7 @@ pub async fn start_with_clock(config: Config, clock: SharedClock) -> Result<Runn
         reconcile_task,
         fee_payer_task,
         prune_task,
+        policy_tasks,
     })
 }
 
@@ -436,4 +453,26 @@ async fn spawn_metrics_listener(
     tracing::info!(%addr, "Metrics listening.");
     let router = ops::metrics_router(state);
     Ok(tokio::spawn(axum::serve(listener, router).into_future()))
+}
+
+/// The webhook outbox drainer (always: events are enqueued whether or not webhooks are
+/// configured, and unsubscribed ones are routed to nobody) and, with `policy_file`, its
+/// reloader.
+fn spawn_policy_tasks(
+    state: &AppState,
+    hooks: crate::webhook::Webhooks,
+    clock: SharedClock,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    let store = state.pipeline.store().clone();
+    let mut tasks = vec![crate::webhook::Drainer::new(store.clone(), hooks, clock.clone()).spawn()];
+    if let Some(path) = &state.config.policy_file {
+        let reloader = crate::policy::reload::Reloader::new(
+            path.clone(),
+            state.pipeline.policy().clone(),
+            store,
+            clock,
+        );
+        tasks.push(reloader.spawn(Duration::from_secs(state.config.policy_reload_secs)));
+    }
+    tasks
 }
