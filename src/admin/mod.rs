@@ -335,7 +335,7 @@ pub fn routes(state: AppState) -> Router<AppState> {
     Router::new()
         .route("/whoami", axum::routing::get(whoami))
         .fallback(|| async { ApiError::NotFound("no such admin route".into()) })
-        .route_layer(middleware::from_fn_with_state(state, authenticate))
+        .layer(middleware::from_fn_with_state(state, authenticate))
 }
 
 #[cfg(test)]
