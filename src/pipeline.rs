@@ -918,17 +918,15 @@ fn classify_local(
         upstream: summary,
     };
     match outcome {
-        Ok(LocalOutcome::Settled { tx: hash }) => {
-            Settled {
-                state: SettlementState::Settled,
-                status: StatusCode::OK,
-                response: settled_response(payer.clone(), network, &hash),
-                upstream: json!({"settlement": "local", "outcome": "settled", "transaction": &hash}),
-                transaction: Some(hash),
-                reason: ReasonCode::Upstream(String::new()),
-                message: String::new(),
-            }
-        }
+        Ok(LocalOutcome::Settled { tx: hash }) => Settled {
+            state: SettlementState::Settled,
+            status: StatusCode::OK,
+            response: settled_response(payer.clone(), network, &hash),
+            upstream: json!({"settlement": "local", "outcome": "settled", "transaction": &hash}),
+            transaction: Some(hash),
+            reason: ReasonCode::Upstream(String::new()),
+            message: String::new(),
+        },
         Ok(LocalOutcome::Failed { reason, tx: hash }) => {
             let summary = json!({"settlement": "local", "outcome": "failed", "transaction": &hash});
             not_settled(SettlementState::Failed, reason, hash, summary)

@@ -107,6 +107,7 @@ impl World {
             SOLANA_DEVNET.to_owned(),
             ChainConfig {
                 rpc_urls: vec![self.node.url.clone()],
+                onchain_checks: true,
                 settlement: SettlementMode::Local,
                 signer_key_file: Some(self.key_file(true)),
                 settle_receipt_timeout_secs: Some(5),
@@ -123,6 +124,7 @@ impl World {
             SOLANA_DEVNET.to_owned(),
             ChainConfig {
                 rpc_urls: vec![self.node.url.clone()],
+                onchain_checks: true,
                 fee_payers: vec![self.fee_payer.pubkey().to_string()],
                 ..ChainConfig::default()
             },
@@ -383,7 +385,11 @@ async fn rpc_down_while_confirming_is_pending_until_reconciled() {
     let signature = settled["transaction"].as_str().unwrap().to_owned();
     assert!(!signature.is_empty());
     // A few short polls, not the 5 s confirm timeout.
-    assert!(started.elapsed() < Duration::from_secs(4), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "{:?}",
+        started.elapsed()
+    );
     let store = gh.state.pipeline.store();
     assert_eq!(store.pending_settlements(10).await.unwrap().len(), 1);
 
@@ -432,10 +438,11 @@ async fn two_replicas(w: &World, config: impl Fn(&TestDb) -> Config) -> (TestDb,
     let a = common::start(config(&db)).await;
     let b = common::start(config(&db)).await;
     let body = w.valid_body().await;
-    let (ra, rb) = tokio::join!(
-        post_json(&format!("http://{}/settle", a.addr), &body),
-        post_json(&format!("http://{}/settle", b.addr), &body),
+    let (url_a, url_b) = (
+        format!("http://{}/settle", a.addr),
+        format!("http://{}/settle", b.addr),
     );
+    let (ra, rb) = tokio::join!(post_json(&url_a, &body), post_json(&url_b, &body));
     (db, [ra.1, rb.1])
 }
 
@@ -484,10 +491,7 @@ async fn forward_mode_verifies_then_forwards_verify_and_settle() {
     assert_eq!(upstream.recorded.settle_calls.load(Ordering::SeqCst), 1);
     // Forwarded byte for byte; Gatehouse itself sent nothing.
     let forwarded = upstream.recorded.settle_bodies.lock().await[0].clone();
-    assert_eq!(
-        serde_json::from_slice::<Value>(&forwarded).unwrap(),
-        body
-    );
+    assert_eq!(serde_json::from_slice::<Value>(&forwarded).unwrap(), body);
     assert_eq!(w.node.send_count().await, 0);
 
     // A payment the chain check refuses (amount off) reaches neither upstream endpoint.
@@ -496,8 +500,7 @@ async fn forward_mode_verifies_then_forwards_verify_and_settle() {
     let verified = call(&gh, "/verify", &short).await;
     assert_eq!(verified["isValid"], false);
     assert_eq!(
-        verified["invalidReason"],
-        "invalid_exact_svm_payload_amount_mismatch",
+        verified["invalidReason"], "invalid_exact_svm_payload_amount_mismatch",
         "{verified}"
     );
     let settled = call(&gh, "/settle", &short).await;

@@ -249,8 +249,7 @@ fn chain_checkers(
     svm_keys: &BTreeMap<String, SvmKey>,
 ) -> Result<(ChainCheckers, Arc<SvmChecker>), StartError> {
     let evm = EvmChecker::new(&config.chains).map_err(|e| StartError::Chain(e.to_string()))?;
-    let mut svm =
-        SvmChecker::new(&config.chains).map_err(|e| StartError::Chain(e.to_string()))?;
+    let mut svm = SvmChecker::new(&config.chains).map_err(|e| StartError::Chain(e.to_string()))?;
     // Locally settled: our own key is the only fee payer a payment may name.
     for (id, key) in svm_keys {
         svm.set_local_fee_payer(id, key.pubkey());

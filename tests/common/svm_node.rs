@@ -182,7 +182,10 @@ impl SvmNode {
 
     /// How many `sendTransaction`s the node accepted.
     pub async fn send_count(&self) -> u64 {
-        self.call("test_sendCount", json!([])).await.as_u64().unwrap_or(0)
+        self.call("test_sendCount", json!([]))
+            .await
+            .as_u64()
+            .unwrap_or(0)
     }
 
     /// The status of a signature (`null` when unknown).

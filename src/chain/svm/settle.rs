@@ -198,11 +198,7 @@ impl SvmSettler {
         );
         Ok(Self {
             network,
-            rpc: RpcClient::new(
-                chain.rpc_urls.clone(),
-                timeout,
-                Arc::new(AtomicU64::new(0)),
-            ),
+            rpc: RpcClient::new(chain.rpc_urls.clone(), timeout, Arc::new(AtomicU64::new(0))),
             key,
             confirm_timeout,
             poll_interval: DEFAULT_POLL_INTERVAL,
@@ -321,7 +317,10 @@ impl SvmSettler {
         if decoded.tx.message.static_account_keys().first() != Some(&key.pubkey) {
             return Ok(Err(Reason::new(
                 ReasonCode::Svm("invalid_exact_solana_fee_payer_mismatch"),
-                format!("account key 0 is not this facilitator's fee payer {}", key.pubkey),
+                format!(
+                    "account key 0 is not this facilitator's fee payer {}",
+                    key.pubkey
+                ),
             )));
         }
         let mut raw = match B64.decode(transaction_base64.trim()) {
@@ -351,7 +350,11 @@ impl SvmSettler {
     }
 
     /// `Ok(Err(message))` when the node refused the transaction.
-    async fn send(&self, signed: &Signed, skip_preflight: bool) -> Result<Result<(), String>, ChainError> {
+    async fn send(
+        &self,
+        signed: &Signed,
+        skip_preflight: bool,
+    ) -> Result<Result<(), String>, ChainError> {
         let answers = self
             .rpc
             .batch(&[(
@@ -380,7 +383,10 @@ impl SvmSettler {
         let value = match answers.into_iter().next() {
             Some(Ok(v)) => v,
             Some(Err(e)) => {
-                return Err(ChainError::Rpc(format!("getSignatureStatuses: {}", e.message)));
+                return Err(ChainError::Rpc(format!(
+                    "getSignatureStatuses: {}",
+                    e.message
+                )));
             }
             None => return Err(ChainError::Rpc("no getSignatureStatuses answer".into())),
         };
