@@ -508,3 +508,37 @@ async fn forward_mode_verifies_then_forwards_verify_and_settle() {
     assert_eq!(upstream.recorded.verify_calls.load(Ordering::SeqCst), 1);
     assert_eq!(upstream.recorded.settle_calls.load(Ordering::SeqCst), 1);
 }
+
+#[tokio::test]
+async fn local_mode_configuration_errors_name_their_keys() {
+    let w = World::new(SPL_TOKEN).await;
+    let db = TestDb::sqlite();
+    // As the Debug output shows it (quotes escaped).
+    let key = format!("chains.\\\"{SOLANA_DEVNET}\\\"");
+
+    // Fee payers other than the key make no sense in local mode.
+    let mut config = w.local_config(&db, "http://127.0.0.1:9");
+    config.chains.get_mut(SOLANA_DEVNET).unwrap().fee_payers =
+        vec![w.fee_payer.pubkey().to_string()];
+    let problems = format!("{:?}", gatehouse::server::start(config).await.unwrap_err());
+    assert!(
+        problems.contains(&format!("{key}.fee_payers")),
+        "{problems}"
+    );
+
+    // A file that is not a keypair is named, its contents never shown.
+    let path = w.key_dir.path().join("bad.json");
+    std::fs::write(&path, "[1,2,3,\"secret-ish\"]").unwrap();
+    let mut config = w.local_config(&db, "http://127.0.0.1:9");
+    config
+        .chains
+        .get_mut(SOLANA_DEVNET)
+        .unwrap()
+        .signer_key_file = Some(path);
+    let problems = format!("{:?}", gatehouse::server::start(config).await.unwrap_err());
+    assert!(
+        problems.contains(&format!("{key}.signer_key_file")),
+        "{problems}"
+    );
+    assert!(!problems.contains("secret-ish"), "{problems}");
+}
