@@ -542,3 +542,51 @@ async fn local_mode_configuration_errors_name_their_keys() {
     );
     assert!(!problems.contains("secret-ish"), "{problems}");
 }
+
+#[tokio::test]
+async fn the_reconciler_recomputes_a_local_signature_and_a_reader_needs_one() {
+    use gatehouse::chain::svm::settle::{SvmKey, SvmReconciled, SvmSettleOutcome, SvmSettler};
+    use gatehouse::protocol::{FacilitatorRequest, normalise};
+
+    let w = World::new(TOKEN_2022).await;
+    let chain = ChainConfig {
+        rpc_urls: vec![w.node.url.clone()],
+        onchain_checks: true,
+        ..ChainConfig::default()
+    };
+    let key = SvmKey::parse(&bs58::encode(w.fee_payer.to_bytes()).into_string()).unwrap();
+    let settler = SvmSettler::new(SOLANA_DEVNET, &chain, Some(key), Duration::from_secs(5))
+        .unwrap()
+        .with_poll_interval(Duration::from_millis(50));
+    let reader = SvmSettler::new("solana-devnet", &chain, None, Duration::from_secs(5)).unwrap();
+    let raw = serde_json::to_vec(&w.valid_body().await).unwrap();
+    let payment = normalise(&FacilitatorRequest::decode(raw.into()).unwrap()).unwrap();
+
+    // Before anything was sent: the blockhash lives, nothing is decided.
+    assert_eq!(
+        settler.reconcile(&payment, None).await.unwrap(),
+        SvmReconciled::Undecided
+    );
+    let SvmSettleOutcome::Settled { signature } = settler.settle(&payment).await.unwrap() else {
+        panic!("not settled");
+    };
+    // An in-flight entry of a process that died has no signature recorded: the key gives the
+    // same one again (ed25519 is deterministic).
+    assert_eq!(
+        settler.reconcile(&payment, None).await.unwrap(),
+        SvmReconciled::Settled {
+            signature: signature.clone()
+        }
+    );
+    // Without the key, only a recorded signature can be looked up.
+    assert_eq!(
+        reader.reconcile(&payment, None).await.unwrap(),
+        SvmReconciled::Undecided
+    );
+    assert_eq!(
+        reader.reconcile(&payment, Some(&signature)).await.unwrap(),
+        SvmReconciled::Settled { signature }
+    );
+    assert!(reader.settle(&payment).await.is_err());
+    assert_eq!(w.balance(&w.pay_to).await, PRICE);
+}
