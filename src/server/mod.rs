@@ -55,6 +55,12 @@ pub struct AppState {
     pub svm: Arc<SvmChecker>,
     /// Resolves admin bearer tokens.
     pub admin: crate::admin::Authenticator,
+    /// In-flight verify/settle tasks, waited for on shutdown.
+    pub drain: ops::Drain,
+    /// Cached chain RPC liveness for `/ready`.
+    pub rpc_probe: Arc<ops::RpcProbe>,
+    /// Evidence queries, bundles, disputes and retention.
+    pub evidence: Arc<crate::evidence::EvidenceService>,
 }
 
 /// Starting the server failed.
@@ -66,6 +72,9 @@ pub enum StartError {
     /// The store could not be opened or migrated.
     #[error("store: {0}")]
     Store(#[from] crate::store::StoreError),
+    /// The evidence signing key could not be loaded or created.
+    #[error(transparent)]
+    Signing(#[from] crate::evidence::signing::SigningError),
     /// The upstream client could not be built.
     #[error("upstream: {0}")]
     Upstream(#[from] crate::upstream::UpstreamError),
@@ -96,6 +105,15 @@ pub async fn build_state(config: Config, clock: SharedClock) -> Result<AppState,
     let reconciler = Arc::new(
         Reconciler::new(store.clone(), readers, clock.clone(), stale_after).with_svm(svm_readers),
     );
+    let evidence = Arc::new(crate::evidence::EvidenceService {
+        store: store.clone(),
+        clock: clock.clone(),
+        signer: Arc::new(crate::evidence::signer_for(
+            &config.evidence,
+            config.database_url.expose(),
+        )?),
+        config: config.evidence.clone(),
+    });
     let pipeline = Arc::new(
         Pipeline::new(store, upstream, chains, clock)
             .with_settlers(settlers)
@@ -104,6 +122,9 @@ pub async fn build_state(config: Config, clock: SharedClock) -> Result<AppState,
     Ok(AppState {
         pipeline,
         admin: crate::admin::Authenticator::new(&config.admin),
+        drain: ops::Drain::default(),
+        rpc_probe: Arc::new(ops::RpcProbe::new(&config)),
+        evidence,
         config: Arc::new(config),
         reconciler,
         svm,
@@ -295,8 +316,11 @@ pub fn app(state: AppState) -> Router {
     Router::new()
         .merge(facilitator::routes())
         .nest("/x402", facilitator::routes())
-        .merge(ops::routes())
+        .merge(ops::routes(
+            state.config.ops.metrics_enabled && state.config.ops.metrics_listen.is_none(),
+        ))
         .merge(openapi::routes())
+        .merge(crate::evidence::admin::public_routes())
         .nest("/admin", crate::admin::routes(state.clone()))
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(
@@ -341,32 +365,61 @@ pub struct Running {
     pub state: AppState,
     shutdown: Option<oneshot::Sender<()>>,
     task: tokio::task::JoinHandle<std::io::Result<()>>,
+    metrics_task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
     reconcile_task: tokio::task::JoinHandle<()>,
     fee_payer_task: Option<tokio::task::JoinHandle<()>>,
+    prune_task: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Drop for Running {
     fn drop(&mut self) {
         self.reconcile_task.abort();
-        if let Some(task) = &self.fee_payer_task {
+        if let Some(task) = &self.metrics_task {
+            task.abort();
+        }
+        for task in [&self.fee_payer_task, &self.prune_task]
+            .into_iter()
+            .flatten()
+        {
             task.abort();
         }
     }
 }
 
 impl Running {
-    /// Stops accepting, drains in-flight requests, and waits for the server to end.
+    /// Stops accepting, waits (at most `[ops] drain_timeout_secs`) for in-flight verify and
+    /// settle tasks, and then for the server to end. A settle still running at the limit
+    /// keeps its in-flight journal entry, which the reconciler resolves later.
     pub async fn stop(mut self) -> std::io::Result<()> {
         self.reconcile_task.abort();
-        if let Some(task) = &self.fee_payer_task {
+        for task in [&self.fee_payer_task, &self.prune_task]
+            .into_iter()
+            .flatten()
+        {
+            task.abort();
+        }
+        if let Some(task) = &self.metrics_task {
             task.abort();
         }
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }
-        match (&mut self.task).await {
-            Ok(result) => result,
-            Err(e) => Err(std::io::Error::other(e)),
+        let limit = Duration::from_secs(self.state.config.ops.drain_timeout_secs);
+        let left = self.state.drain.wait(limit).await;
+        if left > 0 {
+            tracing::warn!(
+                left,
+                "Drain timeout reached; in-flight settles are left to the reconciler."
+            );
+        }
+        // Connections whose tasks are done close at once; others are cut after a short grace.
+        match tokio::time::timeout(Duration::from_secs(5), &mut self.task).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(e)) => Err(std::io::Error::other(e)),
+            Err(_) => {
+                self.task.abort();
+                Ok(())
+            }
         }
     }
 
@@ -387,6 +440,9 @@ pub async fn start_with_clock(config: Config, clock: SharedClock) -> Result<Runn
         .validate()
         .map_err(|p| StartError::Config(crate::config::ConfigError::Invalid(p)))?;
     let addr = config.listen_addr()?;
+    if config.ops.metrics_enabled {
+        crate::metrics::install();
+    }
     let state = build_state(config, clock).await?;
     let listener = TcpListener::bind(addr)
         .await
@@ -403,18 +459,50 @@ pub async fn start_with_clock(config: Config, clock: SharedClock) -> Result<Runn
             })
             .await
     });
+    let metrics_task = match (
+        state.config.ops.metrics_enabled,
+        &state.config.ops.metrics_listen,
+    ) {
+        (true, Some(listen)) => Some(spawn_metrics_listener(listen, state.clone()).await?),
+        _ => None,
+    };
     let reconcile_task = state
         .reconciler
         .clone()
         .spawn(Duration::from_secs(state.config.reconcile_interval_secs));
     let fee_payer_task = spawn_fee_payer_sync(&state);
+    let prune_task = crate::evidence::retention::spawn(
+        state.evidence.clone(),
+        Duration::from_secs(state.config.evidence.prune_interval_secs),
+    );
     tracing::info!(%addr, "Gatehouse listening.");
     Ok(Running {
         addr,
         state,
         shutdown: Some(tx),
         task,
+        metrics_task,
         reconcile_task,
         fee_payer_task,
+        prune_task,
     })
+}
+
+/// Serves `/metrics` alone on `[ops] metrics_listen`.
+async fn spawn_metrics_listener(
+    listen: &str,
+    state: AppState,
+) -> Result<tokio::task::JoinHandle<std::io::Result<()>>, StartError> {
+    let addr: SocketAddr = listen.parse().map_err(|_| {
+        StartError::Config(ConfigError::Invalid(vec![ConfigProblem {
+            key: "ops.metrics_listen".into(),
+            message: format!("`{listen}` is not an IP:port address"),
+        }]))
+    })?;
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|source| StartError::Bind { addr, source })?;
+    tracing::info!(%addr, "Metrics listening.");
+    let router = ops::metrics_router(state);
+    Ok(tokio::spawn(axum::serve(listener, router).into_future()))
 }
