@@ -289,10 +289,17 @@ impl Config {
             }
             if chain.settlement == SettlementMode::Local {
                 let key = format!("chains.\"{id}\"");
-                if !id.starts_with("eip155:") {
+                if !id.starts_with("eip155:") && !id.starts_with("solana:") {
                     problem(
                         &format!("{key}.settlement"),
-                        "local settlement is only available on eip155 chains".into(),
+                        "local settlement is only available on eip155 and solana chains".into(),
+                    );
+                }
+                if id.starts_with("solana:") && !chain.fee_payers.is_empty() {
+                    problem(
+                        &format!("{key}.fee_payers"),
+                        "not used with local settlement: the only fee payer is the signer key"
+                            .into(),
                     );
                 }
                 if !chain.onchain_checks || chain.rpc_urls.is_empty() {

@@ -32,6 +32,7 @@ use alloy::signers::local::PrivateKeySigner;
 use crate::chain::evm::EvmChecker;
 use crate::chain::evm::settle::EvmSettler;
 use crate::chain::svm::SvmChecker;
+use crate::chain::svm::settle::{SvmKey, SvmSettler, SvmSettlers};
 use crate::chain::{ChainCheckers, ChainConfig, SettlementMode};
 use crate::clock::{SharedClock, SystemClock};
 use crate::config::{Config, ConfigError, ConfigProblem};
@@ -94,17 +95,16 @@ pub enum StartError {
 pub async fn build_state(config: Config, clock: SharedClock) -> Result<AppState, StartError> {
     let store = store::connect(config.database_url.expose()).await?;
     let upstream = Arc::new(Upstream::new(&config.upstream)?);
-    let (chains, svm) = chain_checkers(&config)?;
+    let svm_keys = svm_keys(&config)?;
+    let (chains, svm) = chain_checkers(&config, &svm_keys)?;
     let (settlers, readers) = settlers(&config)?;
+    let (settlers, svm_readers) = svm_settlers(&config, settlers, &svm_keys)?;
     // Every settle ends before request_timeout_ms (validated); the margin covers clock skew
     // between replicas and the last RPC calls.
     let stale_after = Duration::from_millis(config.request_timeout_ms.saturating_add(60_000));
-    let reconciler = Arc::new(Reconciler::new(
-        store.clone(),
-        readers,
-        clock.clone(),
-        stale_after,
-    ));
+    let reconciler = Arc::new(
+        Reconciler::new(store.clone(), readers, clock.clone(), stale_after).with_svm(svm_readers),
+    );
     let evidence = Arc::new(crate::evidence::EvidenceService {
         store: store.clone(),
         clock: clock.clone(),
@@ -174,9 +174,60 @@ fn settlers(config: &Config) -> Result<(Settlers, BTreeMap<String, Arc<EvmSettle
     Ok((settlers, readers))
 }
 
-/// Reads the facilitator key of a local chain. Errors name the configuration key, never the
-/// key material.
-fn load_signer(id: &str, chain: &ChainConfig) -> Result<PrivateKeySigner, ConfigProblem> {
+/// The Solana fee-payer keys of the chains settled locally (CAIP-2 → key).
+fn svm_keys(config: &Config) -> Result<BTreeMap<String, SvmKey>, StartError> {
+    let mut keys = BTreeMap::new();
+    for (id, chain) in &config.chains {
+        if !id.starts_with("solana:") || chain.settlement != SettlementMode::Local {
+            continue;
+        }
+        let (field, text) = read_key_text(id, chain)
+            .map_err(|problem| StartError::Config(ConfigError::Invalid(vec![problem])))?;
+        let key = SvmKey::parse(&text).map_err(|e| {
+            StartError::Config(ConfigError::Invalid(vec![ConfigProblem {
+                key: format!("chains.\"{id}\".{field}"),
+                message: e.to_string(),
+            }]))
+        })?;
+        keys.insert(id.clone(), key);
+    }
+    Ok(keys)
+}
+
+/// Adds a Solana settler for each locally settled Solana chain, and returns a chain reader for
+/// every Solana chain with RPC (forward-mode entries whose signature is known reconcile too).
+fn svm_settlers(
+    config: &Config,
+    mut settlers: Settlers,
+    keys: &BTreeMap<String, SvmKey>,
+) -> Result<(Settlers, SvmSettlers), StartError> {
+    let mut readers = SvmSettlers::new();
+    for (id, chain) in &config.chains {
+        if !id.starts_with("solana:") || !chain.onchain_checks || chain.rpc_urls.is_empty() {
+            continue;
+        }
+        let timeout = Duration::from_secs(
+            chain
+                .settle_receipt_timeout_secs
+                .unwrap_or(crate::chain::DEFAULT_RECEIPT_TIMEOUT_SECS),
+        );
+        let key = keys.get(id).cloned();
+        let settler = Arc::new(
+            SvmSettler::new(id, chain, key, timeout)
+                .map_err(|e| StartError::Chain(e.to_string()))?,
+        );
+        if let Some(fee_payer) = settler.fee_payer() {
+            tracing::info!(chain = %id, %fee_payer, "Settling Solana payments locally.");
+            settlers = settlers.with_local_svm(settler.network(), settler.clone());
+        }
+        readers.insert(settler.network().to_owned(), settler);
+    }
+    Ok((settlers, readers))
+}
+
+/// Reads the key text of a local chain: (the configuration field it came from, the text).
+/// Errors name the configuration key, never the key material.
+fn read_key_text(id: &str, chain: &ChainConfig) -> Result<(&'static str, String), ConfigProblem> {
     let problem = |field: &str, message: String| ConfigProblem {
         key: format!("chains.\"{id}\".{field}"),
         message,
@@ -207,15 +258,33 @@ fn load_signer(id: &str, chain: &ChainConfig) -> Result<PrivateKeySigner, Config
             ));
         }
     };
+    Ok((field, text))
+}
+
+/// Reads the facilitator key of a local EVM chain. Errors name the configuration key, never
+/// the key material.
+fn load_signer(id: &str, chain: &ChainConfig) -> Result<PrivateKeySigner, ConfigProblem> {
+    let (field, text) = read_key_text(id, chain)?;
+    let problem = |field: &str, message: String| ConfigProblem {
+        key: format!("chains.\"{id}\".{field}"),
+        message,
+    };
     text.trim()
         .parse::<PrivateKeySigner>()
         .map_err(|_| problem(field, "is not a 32-byte hex secp256k1 private key".into()))
 }
 
-fn chain_checkers(config: &Config) -> Result<(ChainCheckers, Arc<SvmChecker>), StartError> {
+fn chain_checkers(
+    config: &Config,
+    svm_keys: &BTreeMap<String, SvmKey>,
+) -> Result<(ChainCheckers, Arc<SvmChecker>), StartError> {
     let evm = EvmChecker::new(&config.chains).map_err(|e| StartError::Chain(e.to_string()))?;
-    let svm =
-        Arc::new(SvmChecker::new(&config.chains).map_err(|e| StartError::Chain(e.to_string()))?);
+    let mut svm = SvmChecker::new(&config.chains).map_err(|e| StartError::Chain(e.to_string()))?;
+    // Locally settled: our own key is the only fee payer a payment may name.
+    for (id, key) in svm_keys {
+        svm.set_local_fee_payer(id, key.pubkey());
+    }
+    let svm = Arc::new(svm);
     let checkers = ChainCheckers::new(&config.chains)
         .with_evm(Arc::new(evm))
         .with_svm(svm.clone());

@@ -7,7 +7,6 @@
 //! This module must not decide policy: it reports what the journal says, and the pipeline
 //! decides what to answer.
 
-mod ops;
 pub mod evidence;
 mod policy;
 mod sql;
