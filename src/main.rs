@@ -1,4 +1,5 @@
-//! The `gatehouse` binary: `serve`, `migrate`, `check-config`, `admin token`, `evidence ...`.
+//! The `gatehouse` binary: `serve`, `migrate`, `check-config`, `admin token`, `rules ...`,
+//! `evidence ...`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -28,6 +29,9 @@ enum Command {
     /// Admin API helpers.
     #[command(subcommand)]
     Admin(AdminCommand),
+    /// Risk rule tools: check, test, backtest.
+    #[command(subcommand)]
+    Rules(gatehouse::risk::cli::RulesCommand),
     /// Evidence: show, search, export, verify, prune.
     #[command(subcommand)]
     Evidence(gatehouse::evidence::cli::EvidenceCommand),
@@ -74,6 +78,9 @@ fn mint_token(name: &str, scopes: &[String]) -> ExitCode {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Some(Command::Rules(command)) = cli.command {
+        return gatehouse::risk::cli::run(command, cli.config.as_deref());
+    }
     if let Some(Command::Admin(AdminCommand::Token { name, scopes })) = &cli.command {
         return mint_token(name, scopes);
     }
@@ -92,7 +99,7 @@ fn main() -> ExitCode {
         print!("{}", config.to_masked_toml());
         return ExitCode::SUCCESS;
     }
-    gatehouse::telemetry::init_logging(config.log_format);
+    let _telemetry = gatehouse::telemetry::init_logging(config.log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -113,7 +120,7 @@ fn main() -> ExitCode {
             }
             Command::Serve | Command::CheckConfig => serve(config).await,
             // Handled before the runtime starts.
-            Command::Admin(_) | Command::Evidence(_) => Ok(()),
+            Command::Admin(_) | Command::Rules(_) | Command::Evidence(_) => Ok(()),
         }
     });
     match result {
