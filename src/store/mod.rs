@@ -7,8 +7,8 @@
 //! This module must not decide policy: it reports what the journal says, and the pipeline
 //! decides what to answer.
 
-mod ops;
 pub mod evidence;
+mod ops;
 mod sql;
 
 use std::fmt;
