@@ -9,6 +9,7 @@
 
 pub mod evidence;
 mod policy;
+mod ops;
 mod sql;
 
 use std::fmt;
