@@ -8,8 +8,8 @@
 //! decides what to answer.
 
 pub mod evidence;
-mod policy;
 mod ops;
+mod policy;
 mod sql;
 
 use std::fmt;
@@ -42,7 +42,9 @@ pub async fn connect(database_url: &str) -> Result<Arc<dyn Store>, StoreError> {
 
 /// The persistence interface the pipeline, admin API and CLI use.
 #[async_trait]
-pub trait Store: Send + Sync + fmt::Debug + OpsStore + evidence::EvidenceStore + PolicyStore {
+pub trait Store:
+    Send + Sync + fmt::Debug + OpsStore + evidence::EvidenceStore + PolicyStore
+{
     /// Which database this is.
     fn backend(&self) -> Backend;
 
