@@ -228,6 +228,7 @@ pub fn app(state: AppState) -> Router {
         .nest("/x402", facilitator::routes())
         .merge(ops::routes())
         .merge(openapi::routes())
+        .merge(crate::dashboard::routes())
         .nest("/admin", crate::admin::routes(state.clone()))
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(
