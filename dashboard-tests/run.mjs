@@ -42,7 +42,25 @@ function chromiumPath() {
   throw new Error('chromium is not installed (scripts/test.sh installs the Debian package)');
 }
 
-function config(dir, upstreamUrl) {
+const RULE = `# One rule for the dashboard test: payments for /held wait for an operator.
+- id: e2e-held-endpoint
+  description: Payments for /held wait for an operator (dashboard end-to-end test).
+  action: review
+  condition: payment.path == "/held"
+  examples:
+    fire:
+      - payment: { path: "/held" }
+    quiet:
+      - payment: { path: "/premium" }
+`;
+
+function config(dir, upstreamUrl, withRisk) {
+  const risk = withRisk ? `
+[risk]
+rules_dir = "${path.join(dir, 'rules')}"
+review_at = 40
+deny_at = 70
+` : '';
   return `listen = "127.0.0.1:0"
 database_url = "sqlite://${path.join(dir, 'gatehouse.db')}"
 request_timeout_ms = 10000
@@ -67,12 +85,26 @@ max_per_request = "50000"
 [policy.breaker]
 threshold = 2
 cooldown_secs = 3600
-`;
+${risk}`;
 }
 
 async function startGatehouse(dir, upstreamUrl) {
+  fs.mkdirSync(path.join(dir, 'rules'), { recursive: true });
+  fs.writeFileSync(path.join(dir, 'rules', 'e2e.yaml'), RULE);
+  try {
+    return await startWith(dir, upstreamUrl, true);
+  } catch (e) {
+    // A build without the risk engine refuses the [risk] section: run without it (the review
+    // step then reports PENDING).
+    if (!/risk/.test(e.message)) throw e;
+    console.log('note: this build does not accept [risk]; starting without risk rules');
+    return startWith(dir, upstreamUrl, false);
+  }
+}
+
+async function startWith(dir, upstreamUrl, withRisk) {
   const file = path.join(dir, 'gatehouse.toml');
-  fs.writeFileSync(file, config(dir, upstreamUrl));
+  fs.writeFileSync(file, config(dir, upstreamUrl, withRisk));
   const child = spawn(binary(), ['--config', file, 'serve'], { cwd: repo, stdio: ['ignore', 'pipe', 'pipe'] });
   let log = '';
   const addr = await new Promise((resolve, reject) => {
@@ -208,17 +240,25 @@ async function main() {
     });
 
     await step('approve a held payment', async () => {
+      const held = await postJson(`${gh.base}/verify`, paymentBody({ resource: 'https://api.example.com/held' }));
       await page.goto(`${gh.base}/dashboard#/reviews`);
       await page.waitForSelector('#page[data-page="reviews"] :is(#review-list .review, .unavailable, p)');
       await page.screenshot({ path: path.join(shots, 'reviews.png'), fullPage: true });
       const api = await admin(gh.base, 'GET', '/reviews');
       if (isMissingRoute(api)) throw new Pending('GET /admin/reviews is not in this build');
       const card = page.locator('#review-list .review').first();
-      if (!(await card.count())) throw new Pending('no payment was held for review (no review rule configured in this build)');
+      if (!(await card.count())) {
+        throw new Pending(`no payment was held for review (the /held rule did not hold it: ${JSON.stringify(held.json)})`);
+      }
+      check(held.json.isValid === false, `a held payment is not approved yet: ${JSON.stringify(held.json)}`);
       const id = await card.getAttribute('data-review');
+      await page.locator(`[data-review="${id}"] .contributions tr[data-rule="e2e-held-endpoint"]`).waitFor({ timeout: 5_000 })
+        .catch(() => console.log('note: the rule contributions did not show (evidence API missing?)'));
+      await page.screenshot({ path: path.join(shots, 'reviews.png'), fullPage: true });
       await card.locator('button', { hasText: 'Approve' }).click();
       await page.locator(`[data-review="${id}"] [data-decided="approve"]`).waitFor({ timeout: 5_000 });
-      await page.screenshot({ path: path.join(shots, 'reviews.png'), fullPage: true });
+      const after = await admin(gh.base, 'GET', `/reviews/${encodeURIComponent(id)}`);
+      check(after.json.state === 'approved', `the review is approved: ${JSON.stringify(after.json)}`);
     });
 
     await step('export an evidence bundle', async () => {

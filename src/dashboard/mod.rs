@@ -32,6 +32,12 @@ const LIVE_POLL: Duration = Duration::from_millis(500);
 const BACKLOG_MAX: usize = 500;
 /// Records per event batch, at most (a slow subscriber catches up over several polls).
 const BATCH_MAX: usize = 200;
+/// How long one event stream lives. Browsers reconnect on their own (after [`RETRY`], sending
+/// `Last-Event-ID`, from which the feed resumes), and a graceful shutdown, which waits for open
+/// responses, is never held up longer than this.
+const STREAM_LIFETIME: Duration = Duration::from_secs(30);
+/// The reconnection delay the stream asks browsers for.
+const RETRY: Duration = Duration::from_secs(1);
 /// Buckets a summary may ask for, at most.
 const BUCKETS_MAX: i64 = 1_440;
 const MINUTE_MS: i64 = 60_000;
@@ -183,7 +189,8 @@ fn live_query(query: Option<&str>, principal: &Principal) -> Result<LiveQuery, A
 /// `GET /admin/dashboard/live`: evidence records as server-sent events (`event: evidence`,
 /// `id: <seq>`, data: one entry), newest `backlog` first, then each new one within about half
 /// a second. Filters: `decision`, `endpoint`, `payer`; resume with `after=<seq>` or the
-/// `Last-Event-ID` header. A seller token sees only its payee's records. If the feed fell
+/// `Last-Event-ID` header. Each stream ends after 30 s and browsers reconnect where they left
+/// off, so an open dashboard never holds up a graceful shutdown for long. A seller token sees only its payee's records. If the feed fell
 /// further behind than the index keeps in memory, a `gap` event says so (the page then reloads
 /// from the evidence API). 400 on a bad query.
 async fn live(
@@ -217,16 +224,25 @@ async fn live(
         cursor,
         pending: first,
         first_poll: true,
+        hello: true,
+        ends_at: tokio::time::Instant::now() + STREAM_LIFETIME,
     };
     let stream = futures_util::stream::unfold(start, move |mut feed| {
         let (index, store, filter) = (index.clone(), store.clone(), filter.clone());
         async move {
+            if feed.hello {
+                feed.hello = false;
+                return Some((Ok(Event::default().retry(RETRY).comment("gatehouse")), feed));
+            }
             loop {
                 if let Some(entry) = (!feed.pending.is_empty()).then(|| feed.pending.remove(0)) {
                     feed.cursor = feed.cursor.max(entry.seq);
                     return Some((Ok(evidence_event(&entry)), feed));
                 }
                 if !feed.first_poll {
+                    if tokio::time::Instant::now() >= feed.ends_at {
+                        return None;
+                    }
                     tokio::time::sleep(LIVE_POLL).await;
                 }
                 feed.first_poll = false;
@@ -259,6 +275,8 @@ struct Feed {
     cursor: i64,
     pending: Vec<Entry>,
     first_poll: bool,
+    hello: bool,
+    ends_at: tokio::time::Instant,
 }
 
 fn evidence_event(entry: &Entry) -> Event {

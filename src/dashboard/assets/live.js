@@ -25,6 +25,7 @@ export function render(root) {
     Object.assign(filters, { decision: decision.value, endpoint: endpoint.value.trim(), payer: payer.value.trim() });
     windowMs = WINDOWS[win.value];
     rows.replaceChildren();
+    lastSeq = 0;
     connect();
     refresh();
   } }, field('Decision', decision), field('Endpoint', endpoint), field('Payer', payer), field('Chart window', win),
@@ -39,7 +40,11 @@ export function render(root) {
       h('table', {}, h('thead', {}, h('tr', {}, ['#', 'time', 'kind', 'decision', 'endpoint', 'payer', 'payee', 'amount', 'why'].map((t) => h('th', {}, t)))), rows)),
   );
 
+  let lastSeq = 0;
   function row(e) {
+    // A reconnect that resumes without Last-Event-ID replays the backlog: show each record once.
+    if (e.seq <= lastSeq) return;
+    lastSeq = e.seq;
     const why = [...e.controls, ...e.rules.map((r) => `rule:${r}`)].join(', ');
     const tr = h('tr', { class: `fresh ${e.fingerprint ? 'clickable' : ''}`, 'data-seq': e.seq, 'data-decision': e.decision,
       onclick: () => { if (e.fingerprint) location.hash = `#/payment/${encodeURIComponent(e.fingerprint)}`; } },

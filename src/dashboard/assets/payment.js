@@ -41,7 +41,7 @@ function list(root) {
     newer.hidden = cursors.length === 0;
     if (!rows.length) { body.replaceChildren(h('p', { class: 'muted' }, 'No payments.')); return; }
     body.replaceChildren(h('table', {},
-      h('thead', {}, h('tr', {}, ['fingerprint', 'last seen', 'decision', 'state', 'payer', 'payee', 'amount', 'endpoint'].map((t) => h('th', {}, t)))),
+      h('thead', {}, h('tr', {}, ['fingerprint', 'last seen', 'decision', 'settlement', 'payer', 'payee', 'tx', 'endpoint'].map((t) => h('th', {}, t)))),
       h('tbody', {}, rows.map((p) => {
         const fp = pick(p, 'fingerprint');
         const pay = p.payment || p;
@@ -50,7 +50,7 @@ function list(root) {
           h('td', { class: 'mono', title: fp }, short(fp, 14)), h('td', {}, time(pick(p, 'last_seen_ms', 'updated_at_ms', 'created_at_ms', 'last_at_ms'))),
           h('td', {}, decision ? badge(decision) : ''), h('td', {}, pick(p, 'state', 'settlement_state', 'status') || ''),
           h('td', { class: 'mono', title: pay.payer || '' }, short(pay.payer)), h('td', { class: 'mono' }, short(pick(pay, 'pay_to', 'payee', 'payTo'))),
-          h('td', {}, amount(pay.amount, pay.decimals)), h('td', {}, pick(p, 'endpoint', 'resource') || pay.resource || ''));
+          h('td', {}, pick(p, 'tx') ? h('span', { class: 'mono', title: p.tx }, short(p.tx, 8)) : amount(pay.amount, pay.decimals)), h('td', {}, pick(p, 'endpoint', 'resource') || pay.resource || ''));
       }))));
   }
   load();
@@ -103,22 +103,30 @@ function disputes(root, fp, principal) {
     const rows = items(answer, 'disputes').filter((d) => !d.fingerprint || d.fingerprint === fp);
     if (!rows.length) { listEl.replaceChildren(h('p', { class: 'muted' }, 'No disputes.')); return; }
     listEl.replaceChildren(...rows.map((d) => dispute(d)));
+    // The list has no statements: load each dispute whole.
+    for (const d of rows) get(`/disputes/${encodeURIComponent(d.id)}`).then((full) => {
+      const el = listEl.querySelector(`[data-dispute="${CSS.escape(d.id)}"]`);
+      if (el) el.replaceWith(dispute(full));
+    }).catch(() => {});
   }
 
   function dispute(summary) {
-    const el = h('div', { class: 'dispute', 'data-dispute': summary.id });
+    const el = h('div', { class: 'dispute', 'data-dispute': (summary.dispute || summary).id });
     const statement = h('input', { name: 'statement', placeholder: 'statement', size: 50 });
-    const outcome = h('select', { name: 'outcome' }, ['upheld', 'rejected', 'withdrawn'].map((o) => h('option', { value: o }, o)));
+    const outcome = h('select', { name: 'outcome' }, ['refund_owed', 'rejected', 'settled'].map((o) => h('option', { value: o }, o)));
     const note = h('input', { name: 'note', placeholder: 'resolution note' });
-    const show = (d) => {
-      el.replaceChildren(h('h3', {}, `Dispute ${short(String(d.id), 8)} `, badge(String(d.status || d.state || 'open'), d.status === 'open' ? 'review' : 'ok')),
+    const show = (answer) => {
+      // GET /disputes/{id} answers {dispute, statements, payment}; the list answers bare disputes.
+      const d = answer.dispute ? { ...answer.dispute, statements: answer.statements } : answer;
+      const state = String(d.state || d.status || 'open');
+      el.replaceChildren(h('h3', {}, `Dispute ${short(String(d.id), 8)} `, badge(state, state === 'open' ? 'review' : 'ok')),
         view(d),
         h('div', { class: 'row' }, statement, ...action('Add statement', async () => {
           await post(`/disputes/${encodeURIComponent(d.id)}/statements`, { text: statement.value.trim() });
           statement.value = '';
           show(await get(`/disputes/${encodeURIComponent(d.id)}`));
         }, 'secondary')),
-        operator ? h('div', { class: 'row' }, outcome, note, ...action('Resolve', async () => {
+        operator && state === 'open' ? h('div', { class: 'row' }, outcome, note, ...action('Resolve', async () => {
           await post(`/disputes/${encodeURIComponent(d.id)}/resolve`, { outcome: outcome.value, note: note.value.trim() || undefined });
           show(await get(`/disputes/${encodeURIComponent(d.id)}`));
         })) : null);
@@ -144,15 +152,19 @@ function detail(root, fp, principal) {
       head.replaceChildren(unavailable('This payment', e));
       return;
     }
-    const pay = story.payment || {};
+    const withPayment = items(story, 'records').find((r) => r.body && typeof r.body === 'object' && r.body.payment);
+    const pay = story.payment || (withPayment && withPayment.body.payment) || {};
+    const settlement = story.settlement || {};
     head.replaceChildren(
       h('h2', {}, 'Story'),
-      h('p', {}, amount(pay.amount, pay.decimals), ' ', h('span', { class: 'mono' }, short(pay.asset)), ' from ',
-        h('span', { class: 'mono' }, pay.payer || '?'), ' to ', h('span', { class: 'mono' }, pay.pay_to || '?'),
-        pay.resource ? ` for ${pay.resource}` : ''),
+      h('p', {}, amount(pay.amount, pay.decimals), ' ', h('span', { class: 'mono', title: pay.asset || '' }, short(pay.asset)), ' from ',
+        h('span', { class: 'mono' }, story.payer || pay.payer || '?'), ' to ', h('span', { class: 'mono' }, story.payee || pay.pay_to || '?'),
+        (story.endpoint || pay.resource) ? ` for ${story.endpoint || pay.resource}` : ''),
+      h('p', {}, 'Settlement: ', settlement.state ? badge(settlement.state, settlement.state === 'settled' ? 'ok' : 'review') : h('span', { class: 'muted' }, 'none'),
+        (story.tx || settlement.transaction) ? h('span', { class: 'mono' }, ` tx ${story.tx || settlement.transaction}`) : ''),
       h('h3', {}, 'Chain verification'), verification(story),
       h('h3', {}, 'Evidence'), evidenceList(story),
-      h('details', {}, h('summary', {}, 'Whole answer'), view(Object.fromEntries(Object.entries(story).filter(([k]) => !['evidence', 'records'].includes(k))))));
+      h('details', {}, h('summary', {}, 'Verdicts, risk and upstream answers'), view(Object.fromEntries(Object.entries(story).filter(([k]) => !['evidence', 'records', 'disputes', 'chain'].includes(k))))));
   })();
   disputes(root, fp, principal);
 }

@@ -21,6 +21,25 @@ function table(rows, extra) {
     rows.length > ROWS_MAX ? h('p', { class: 'muted' }, `${rows.length - ROWS_MAX} more not shown.`) : null);
 }
 
+const atomicOrNone = (v) => (v === null || v === undefined ? '—' : String(v));
+
+/** Endpoints with their source, pinned payTo, limits and the use of their current windows. */
+function endpointTable(rows, total) {
+  if (!rows.length) return h('p', { class: 'muted' }, 'No endpoints configured or discovered yet.');
+  return h('div', {}, h('table', {},
+    h('thead', {}, h('tr', {}, ['endpoint', 'source', 'payTo pinned', 'per request', 'hour / day / month caps', 'per minute', 'current use'].map((t) => h('th', {}, t)))),
+    h('tbody', {}, rows.slice(0, ROWS_MAX).map((e) => {
+      const l = e.limits || {};
+      const usage = (e.usage || []).map((u) => `${u.period}: ${u.used}${u.reserved ? ` (+${u.reserved} held)` : ''} of ${atomicOrNone(u.cap)}`);
+      return h('tr', { 'data-endpoint': e.endpoint },
+        h('td', { class: 'mono' }, e.endpoint), h('td', {}, h('span', { class: `badge ${e.source === 'discovered' ? 'review' : 'ok'}` }, e.source || '')),
+        h('td', { class: 'mono', title: e.pay_to || '' }, short(e.pay_to || '—', 8)), h('td', {}, atomicOrNone(l.max_per_request)),
+        h('td', {}, `${atomicOrNone(l.hourly_cap)} / ${atomicOrNone(l.daily_cap)} / ${atomicOrNone(l.monthly_cap)}`),
+        h('td', {}, atomicOrNone(l.requests_per_minute)), h('td', {}, usage.length ? usage.join('; ') : 'none this window'));
+    }))),
+  total > rows.length ? h('p', { class: 'muted' }, `${rows.length} of ${total} shown.`) : null);
+}
+
 async function fill(part, path, render) {
   try {
     const body = await get(path);
@@ -52,7 +71,7 @@ export function render(root, { principal }) {
     });
   });
   loadBreakers();
-  fill(endpoints, '/policy/endpoints', (body) => table(items(body, 'endpoints')));
+  fill(endpoints, '/policy/endpoints', (body) => endpointTable(items(body, 'endpoints'), body.total));
   fill(pins, '/policy/pins', (body) => table(items(body, 'pins')));
   fill(policy, '/policy', (body) => h('details', { open: true }, h('summary', {}, 'As configured (and changed through the API)'), view(body)));
   return null;
