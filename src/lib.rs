@@ -8,6 +8,7 @@ pub mod clock;
 pub mod config;
 pub mod dashboard;
 pub mod evidence;
+pub mod metrics;
 pub mod pipeline;
 pub mod policy;
 pub mod protocol;

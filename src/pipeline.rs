@@ -203,11 +203,7 @@ impl Pipeline {
         {
             self.release_fresh_hold(&run, payment).await;
         }
-        telemetry::decided(
-            Gate::Verify,
-            &run.decision_label(),
-            run.elapsed_ms(&*self.clock),
-        );
+        telemetry::decided(Gate::Verify, &run.decision_label(), run.lap.total());
         Ok(Reply::ok(response))
     }
 
@@ -364,11 +360,7 @@ impl Pipeline {
         self.settle_budget(&payment, settled.state).await;
         self.record_settle(&run, &request, Some(&payment), &settled.response)
             .await;
-        telemetry::decided(
-            Gate::Settle,
-            state_label(settled.state),
-            run.elapsed_ms(&*self.clock),
-        );
+        telemetry::decided(Gate::Settle, state_label(settled.state), run.lap.total());
         Ok(Reply {
             status: settled.status,
             body: settled.response,
@@ -633,6 +625,8 @@ struct Run {
     upstream: Option<Value>,
     /// Whether this request made (or found) a policy reservation.
     hold: Hold,
+    /// Per-step latency for `/metrics`.
+    lap: crate::metrics::Lap,
 }
 
 impl Run {
@@ -645,11 +639,13 @@ impl Run {
             notes: Vec::new(),
             upstream: None,
             hold: Hold::None,
+            lap: crate::metrics::Lap::start(),
         }
     }
 
     fn push(&mut self, verdict: Verdict) {
         debug_assert!(verdict.outcome == Outcome::Allow || !verdict.reasons.is_empty());
+        crate::metrics::verdict(self.gate, &verdict, self.lap.split());
         self.verdicts.push(verdict);
     }
 

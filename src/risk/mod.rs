@@ -5,7 +5,15 @@
 //! (sessions, traces, mandates, history from the store) and the rule engine evaluates CEL
 //! conditions over its JSON form, producing an [`Assessment`] that explains every point.
 
+pub mod cli;
+pub mod config;
 pub mod context;
+pub mod engine;
+pub mod rules;
+
+pub use config::RiskConfig;
+pub use engine::RuleEngine;
+pub use rules::{RuleError, RuleSet, Thresholds};
 
 use serde::{Deserialize, Serialize};
 

@@ -54,6 +54,10 @@ pub struct AppState {
     pub svm: Arc<SvmChecker>,
     /// Resolves admin bearer tokens.
     pub admin: crate::admin::Authenticator,
+    /// In-flight verify/settle tasks, waited for on shutdown.
+    pub drain: ops::Drain,
+    /// Cached chain RPC liveness for `/ready`.
+    pub rpc_probe: Arc<ops::RpcProbe>,
 }
 
 /// Starting the server failed.
@@ -104,6 +108,8 @@ pub async fn build_state(config: Config, clock: SharedClock) -> Result<AppState,
     Ok(AppState {
         pipeline,
         admin: crate::admin::Authenticator::new(&config.admin),
+        drain: ops::Drain::default(),
+        rpc_probe: Arc::new(ops::RpcProbe::new(&config)),
         config: Arc::new(config),
         reconciler,
         svm,
@@ -226,7 +232,9 @@ pub fn app(state: AppState) -> Router {
     Router::new()
         .merge(facilitator::routes())
         .nest("/x402", facilitator::routes())
-        .merge(ops::routes())
+        .merge(ops::routes(
+            state.config.ops.metrics_enabled && state.config.ops.metrics_listen.is_none(),
+        ))
         .merge(openapi::routes())
         .merge(crate::dashboard::routes())
         .nest("/admin", crate::admin::routes(state.clone()))
@@ -273,6 +281,7 @@ pub struct Running {
     pub state: AppState,
     shutdown: Option<oneshot::Sender<()>>,
     task: tokio::task::JoinHandle<std::io::Result<()>>,
+    metrics_task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
     reconcile_task: tokio::task::JoinHandle<()>,
     fee_payer_task: Option<tokio::task::JoinHandle<()>>,
 }
@@ -280,6 +289,9 @@ pub struct Running {
 impl Drop for Running {
     fn drop(&mut self) {
         self.reconcile_task.abort();
+        if let Some(task) = &self.metrics_task {
+            task.abort();
+        }
         if let Some(task) = &self.fee_payer_task {
             task.abort();
         }
@@ -287,18 +299,36 @@ impl Drop for Running {
 }
 
 impl Running {
-    /// Stops accepting, drains in-flight requests, and waits for the server to end.
+    /// Stops accepting, waits (at most `[ops] drain_timeout_secs`) for in-flight verify and
+    /// settle tasks, and then for the server to end. A settle still running at the limit
+    /// keeps its in-flight journal entry, which the reconciler resolves later.
     pub async fn stop(mut self) -> std::io::Result<()> {
         self.reconcile_task.abort();
         if let Some(task) = &self.fee_payer_task {
             task.abort();
         }
+        if let Some(task) = &self.metrics_task {
+            task.abort();
+        }
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }
-        match (&mut self.task).await {
-            Ok(result) => result,
-            Err(e) => Err(std::io::Error::other(e)),
+        let limit = Duration::from_secs(self.state.config.ops.drain_timeout_secs);
+        let left = self.state.drain.wait(limit).await;
+        if left > 0 {
+            tracing::warn!(
+                left,
+                "Drain timeout reached; in-flight settles are left to the reconciler."
+            );
+        }
+        // Connections whose tasks are done close at once; others are cut after a short grace.
+        match tokio::time::timeout(Duration::from_secs(5), &mut self.task).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(e)) => Err(std::io::Error::other(e)),
+            Err(_) => {
+                self.task.abort();
+                Ok(())
+            }
         }
     }
 
@@ -319,6 +349,9 @@ pub async fn start_with_clock(config: Config, clock: SharedClock) -> Result<Runn
         .validate()
         .map_err(|p| StartError::Config(crate::config::ConfigError::Invalid(p)))?;
     let addr = config.listen_addr()?;
+    if config.ops.metrics_enabled {
+        crate::metrics::install();
+    }
     let state = build_state(config, clock).await?;
     let listener = TcpListener::bind(addr)
         .await
@@ -335,6 +368,13 @@ pub async fn start_with_clock(config: Config, clock: SharedClock) -> Result<Runn
             })
             .await
     });
+    let metrics_task = match (
+        state.config.ops.metrics_enabled,
+        &state.config.ops.metrics_listen,
+    ) {
+        (true, Some(listen)) => Some(spawn_metrics_listener(listen, state.clone()).await?),
+        _ => None,
+    };
     let reconcile_task = state
         .reconciler
         .clone()
@@ -346,7 +386,27 @@ pub async fn start_with_clock(config: Config, clock: SharedClock) -> Result<Runn
         state,
         shutdown: Some(tx),
         task,
+        metrics_task,
         reconcile_task,
         fee_payer_task,
     })
+}
+
+/// Serves `/metrics` alone on `[ops] metrics_listen`.
+async fn spawn_metrics_listener(
+    listen: &str,
+    state: AppState,
+) -> Result<tokio::task::JoinHandle<std::io::Result<()>>, StartError> {
+    let addr: SocketAddr = listen.parse().map_err(|_| {
+        StartError::Config(ConfigError::Invalid(vec![ConfigProblem {
+            key: "ops.metrics_listen".into(),
+            message: format!("`{listen}` is not an IP:port address"),
+        }]))
+    })?;
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|source| StartError::Bind { addr, source })?;
+    tracing::info!(%addr, "Metrics listening.");
+    let router = ops::metrics_router(state);
+    Ok(tokio::spawn(axum::serve(listener, router).into_future()))
 }

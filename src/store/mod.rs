@@ -7,6 +7,7 @@
 //! This module must not decide policy: it reports what the journal says, and the pipeline
 //! decides what to answer.
 
+mod ops;
 mod sql;
 
 use std::fmt;
@@ -16,6 +17,7 @@ use async_trait::async_trait;
 
 use crate::protocol::payment::Fingerprint;
 
+pub use ops::OpsStore;
 pub use sql::SqlStore;
 
 /// Which database a [`Store`] talks to.
@@ -37,7 +39,7 @@ pub async fn connect(database_url: &str) -> Result<Arc<dyn Store>, StoreError> {
 
 /// The persistence interface the pipeline, admin API and CLI use.
 #[async_trait]
-pub trait Store: Send + Sync + fmt::Debug {
+pub trait Store: Send + Sync + fmt::Debug + OpsStore {
     /// Which database this is.
     fn backend(&self) -> Backend;
 

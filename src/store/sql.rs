@@ -99,7 +99,7 @@ impl Dialect {
 /// A [`Store`] on SQLite or PostgreSQL.
 #[derive(Debug)]
 pub struct SqlStore {
-    pool: AnyPool,
+    pub(crate) pool: AnyPool,
     dialect: Dialect,
 }
 
