@@ -86,22 +86,38 @@ async fn live_feed_streams_new_evidence_filtered_and_scoped() {
     let gh = start(config).await;
     let base = format!("http://{}", gh.addr);
 
-    let page = reqwest::get(format!("{base}/dashboard")).await.expect("page");
+    let page = reqwest::get(format!("{base}/dashboard"))
+        .await
+        .expect("page");
     assert_eq!(page.status(), 200);
-    assert!(page.text().await.unwrap().contains("/dashboard/assets/app.js"));
+    assert!(
+        page.text()
+            .await
+            .unwrap()
+            .contains("/dashboard/assets/app.js")
+    );
     let asset = reqwest::get(format!("{base}/dashboard/assets/live.js"))
         .await
         .expect("asset");
-    assert_eq!(asset.headers()["content-type"], "text/javascript; charset=utf-8");
+    assert_eq!(
+        asset.headers()["content-type"],
+        "text/javascript; charset=utf-8"
+    );
     let missing = reqwest::get(format!("{base}/dashboard/assets/secret.toml"))
         .await
         .expect("answer");
     assert_eq!(missing.status(), 404);
 
-    let (status, body) = admin_get(&format!("{base}/admin/dashboard/live?colour=red"), OPERATOR).await;
-    assert_eq!((status, body["error"]["field"].as_str()), (400, Some("colour")));
+    let (status, body) =
+        admin_get(&format!("{base}/admin/dashboard/live?colour=red"), OPERATOR).await;
+    assert_eq!(
+        (status, body["error"]["field"].as_str()),
+        (400, Some("colour"))
+    );
 
-    let live = |query: &str, token: &str| format!("{base}/admin/dashboard/live?access_token={token}&{query}");
+    let live = |query: &str, token: &str| {
+        format!("{base}/admin/dashboard/live?access_token={token}&{query}")
+    };
     let mut all = Events::open(&live("", OPERATOR)).await;
     let mut denials = Events::open(&live("decision=deny", OPERATOR)).await;
     let mut seller = Events::open(&live("", SELLER)).await;
@@ -111,7 +127,10 @@ async fn live_feed_streams_new_evidence_filtered_and_scoped() {
     pay(&base, "10000", "https://api.example.com/premium").await;
     // The policy records the endpoint's discovery first; the verify decision follows.
     let first = loop {
-        let e = all.next(Duration::from_secs(3)).await.expect("a live record");
+        let e = all
+            .next(Duration::from_secs(3))
+            .await
+            .expect("a live record");
         if e["kind"] == "verify" {
             break e;
         }
@@ -122,21 +141,39 @@ async fn live_feed_streams_new_evidence_filtered_and_scoped() {
     assert_eq!(first["payer"], PAYER);
     assert_eq!(first["endpoint"], "api.example.com/premium");
     let settle = loop {
-        let e = all.next(Duration::from_secs(3)).await.expect("the settle record");
+        let e = all
+            .next(Duration::from_secs(3))
+            .await
+            .expect("the settle record");
         if e["kind"] == "settle" {
             break e;
         }
     };
     assert_eq!(settle["settled"], true);
     assert_eq!(settle["amount"], "10000");
-    assert_eq!(seller.next(Duration::from_secs(3)).await.expect("own payee")["pay_to"], PAY_TO);
-    assert!(other.next(Duration::from_millis(1500)).await.is_none(), "another payee's token sees nothing");
+    assert_eq!(
+        seller
+            .next(Duration::from_secs(3))
+            .await
+            .expect("own payee")["pay_to"],
+        PAY_TO
+    );
+    assert!(
+        other.next(Duration::from_millis(1500)).await.is_none(),
+        "another payee's token sees nothing"
+    );
 
     pay(&base, "90000", "https://api.example.com/premium").await;
-    let denied = denials.next(Duration::from_secs(3)).await.expect("the refusal");
+    let denied = denials
+        .next(Duration::from_secs(3))
+        .await
+        .expect("the refusal");
     assert_eq!(denied["decision"], "deny");
     assert!(
-        denied["controls"][0].as_str().unwrap().starts_with("policy:"),
+        denied["controls"][0]
+            .as_str()
+            .unwrap()
+            .starts_with("policy:"),
         "{denied}"
     );
 
@@ -235,9 +272,15 @@ fn realistic_draft(i: u64, start_ms: u64) -> EvidenceDraft {
     };
     let kind = if i % 2 == 0 { "verify" } else { "settle" };
     let verdicts = match decision {
-        "deny" => json!([{"step": "policy", "outcome": "deny", "reasons": [{"code": "policy_cap_exceeded", "message": "daily cap"}]}]),
-        "review" => json!([{"step": "risk", "outcome": "review", "reasons": [{"code": "risk_review", "message": "held"}]}]),
-        _ => json!([{"step": "chain", "outcome": "allow", "reasons": [], "checked": ["simulation"]}]),
+        "deny" => {
+            json!([{"step": "policy", "outcome": "deny", "reasons": [{"code": "policy_cap_exceeded", "message": "daily cap"}]}])
+        }
+        "review" => {
+            json!([{"step": "risk", "outcome": "review", "reasons": [{"code": "risk_review", "message": "held"}]}])
+        }
+        _ => {
+            json!([{"step": "chain", "outcome": "allow", "reasons": [], "checked": ["simulation"]}])
+        }
     };
     EvidenceDraft {
         kind: kind.into(),

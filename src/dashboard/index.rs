@@ -151,7 +151,8 @@ impl State {
     fn fold(&mut self, entry: Entry) {
         debug_assert!(entry.seq > self.through_seq, "records are folded in order");
         self.through_seq = entry.seq;
-        let minute_ms = i64::try_from(entry.created_at_ms).unwrap_or(i64::MAX) / MINUTE_MS * MINUTE_MS;
+        let minute_ms =
+            i64::try_from(entry.created_at_ms).unwrap_or(i64::MAX) / MINUTE_MS * MINUTE_MS;
         let payee = self.intern(entry.pay_to.as_deref().unwrap_or(""));
         let decision = self.intern(&entry.decision);
         let controls: Vec<Arc<str>> = entry.controls.iter().map(|c| self.intern(c)).collect();
@@ -180,7 +181,10 @@ impl State {
         let minute = self.minutes.entry(minute_ms).or_default();
         let before = minute.cells();
         if entry.kind == "verify" || entry.kind == "settle" {
-            *minute.decisions.entry((payee.clone(), decision)).or_default() += 1;
+            *minute
+                .decisions
+                .entry((payee.clone(), decision))
+                .or_default() += 1;
         }
         for control in controls {
             *minute.controls.entry((payee.clone(), control)).or_default() += 1;
@@ -321,7 +325,10 @@ impl Index {
         let mut by_asset = Series::new(buckets);
         let mut controls: HashMap<Arc<str>, u64> = HashMap::new();
         let mut rules: HashMap<Arc<str>, u64> = HashMap::new();
-        for (at, minute) in state.minutes.range(since_ms / MINUTE_MS * MINUTE_MS..until_ms) {
+        for (at, minute) in state
+            .minutes
+            .range(since_ms / MINUTE_MS * MINUTE_MS..until_ms)
+        {
             // A minute straddling `since_ms` counts whole: minutes are the resolution.
             let bucket = usize::try_from((at - since_ms).max(0) / bucket_ms)
                 .unwrap_or(0)
@@ -338,7 +345,12 @@ impl Index {
                 totals.settled += spend.count;
                 let endpoint = format!("{} · {}", key.endpoint, key.asset);
                 by_endpoint.add(&endpoint, &key.asset, bucket, *spend);
-                by_payer.add(&format!("{} · {}", key.payer, key.asset), &key.asset, bucket, *spend);
+                by_payer.add(
+                    &format!("{} · {}", key.payer, key.asset),
+                    &key.asset,
+                    bucket,
+                    *spend,
+                );
                 by_asset.add(&key.asset, &key.asset, bucket, *spend);
             }
             for ((payee, control), n) in &minute.controls {
@@ -623,7 +635,9 @@ pub fn entry_of(record: &EvidenceRecord) -> Entry {
         network: text("network"),
         asset: text("asset"),
         amount: text("amount"),
-        decimals: payment["decimals"].as_u64().and_then(|d| u8::try_from(d).ok()),
+        decimals: payment["decimals"]
+            .as_u64()
+            .and_then(|d| u8::try_from(d).ok()),
         payer: text("payer"),
         pay_to: text("pay_to").map(|p| normalise_pay_to(&p)),
         endpoint: resource.as_deref().and_then(endpoint_of),
@@ -634,7 +648,9 @@ pub fn entry_of(record: &EvidenceRecord) -> Entry {
             .map(str::to_owned),
         controls,
         rules,
-        risk_score: assessment["score"].as_u64().and_then(|s| u32::try_from(s).ok()),
+        risk_score: assessment["score"]
+            .as_u64()
+            .and_then(|s| u32::try_from(s).ok()),
     }
 }
 
@@ -706,7 +722,13 @@ mod tests {
         assert_eq!(denied.risk_score, Some(40));
 
         // A body of another shape still yields an entry.
-        let odd = entry_of(&record(3, 5, "admin.x", "allow", json!({"payment": 3, "verdicts": "no"})));
+        let odd = entry_of(&record(
+            3,
+            5,
+            "admin.x",
+            "allow",
+            json!({"payment": 3, "verdicts": "no"}),
+        ));
         assert_eq!(odd.payer, None);
         assert!(odd.controls.is_empty());
     }
@@ -717,10 +739,34 @@ mod tests {
         {
             let mut state = index.state.lock().await;
             let records = [
-                record(1, 60_000, "settle", "allow", json!({"payment": payment("0xp1", "0xaa", "100"), "response": {"success": true}})),
-                record(2, 125_000, "settle", "allow", json!({"payment": payment("0xp2", "0xaa", "50"), "response": {"success": true}})),
-                record(3, 125_000, "settle", "allow", json!({"payment": payment("0xp2", "0xbb", "9"), "response": {"success": true}})),
-                record(4, 130_000, "verify", "deny", json!({"payment": payment("0xp2", "0xaa", "1"), "verdicts": [{"step": "policy", "outcome": "deny", "reasons": [{"code": "x"}]}]})),
+                record(
+                    1,
+                    60_000,
+                    "settle",
+                    "allow",
+                    json!({"payment": payment("0xp1", "0xaa", "100"), "response": {"success": true}}),
+                ),
+                record(
+                    2,
+                    125_000,
+                    "settle",
+                    "allow",
+                    json!({"payment": payment("0xp2", "0xaa", "50"), "response": {"success": true}}),
+                ),
+                record(
+                    3,
+                    125_000,
+                    "settle",
+                    "allow",
+                    json!({"payment": payment("0xp2", "0xbb", "9"), "response": {"success": true}}),
+                ),
+                record(
+                    4,
+                    130_000,
+                    "verify",
+                    "deny",
+                    json!({"payment": payment("0xp2", "0xaa", "1"), "verdicts": [{"step": "policy", "outcome": "deny", "reasons": [{"code": "x"}]}]}),
+                ),
             ];
             for r in &records {
                 state.fold(entry_of(r));
@@ -736,7 +782,10 @@ mod tests {
         assert_eq!(all.totals.allow, 3);
         assert_eq!(all.totals.deny, 1);
         let asset = &all.spend.by_asset[0];
-        assert_eq!((asset.amount.as_str(), asset.series.clone()), ("159", vec!["100".into(), "59".into()]));
+        assert_eq!(
+            (asset.amount.as_str(), asset.series.clone()),
+            ("159", vec!["100".into(), "59".into()])
+        );
         assert_eq!(all.denials.by_control[0].key, "policy:x");
 
         let seller = index.summary(&query, Some(&["0xbb".to_owned()])).await;

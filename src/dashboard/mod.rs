@@ -320,7 +320,10 @@ fn summary_query(query: Option<&str>) -> Result<SummaryQuery, ApiError> {
     if let (Some(since), Some(until), Some(bucket)) = (out.since_ms, out.until_ms, out.bucket_ms)
         && (until - since) / bucket > BUCKETS_MAX
     {
-        return Err(bad("bucket", "too many buckets for the window (at most 1440)"));
+        return Err(bad(
+            "bucket",
+            "too many buckets for the window (at most 1440)",
+        ));
     }
     Ok(out)
 }
@@ -376,8 +379,11 @@ mod tests {
 
     #[test]
     fn live_queries_parse_and_refuse_nonsense() {
-        let q = live_query(Some("decision=deny&payer=0xAb&after=5&access_token=t"), &operator())
-            .expect("valid");
+        let q = live_query(
+            Some("decision=deny&payer=0xAb&after=5&access_token=t"),
+            &operator(),
+        )
+        .expect("valid");
         assert_eq!(q.filter.decision.as_deref(), Some("deny"));
         assert_eq!(q.after, Some(5));
         assert_eq!(q.filter.payees, None);
