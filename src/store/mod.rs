@@ -8,6 +8,7 @@
 //! decides what to answer.
 
 mod ops;
+pub mod evidence;
 mod sql;
 
 use std::fmt;
@@ -39,7 +40,7 @@ pub async fn connect(database_url: &str) -> Result<Arc<dyn Store>, StoreError> {
 
 /// The persistence interface the pipeline, admin API and CLI use.
 #[async_trait]
-pub trait Store: Send + Sync + fmt::Debug + OpsStore {
+pub trait Store: Send + Sync + fmt::Debug + OpsStore + evidence::EvidenceStore {
     /// Which database this is.
     fn backend(&self) -> Backend;
 
