@@ -261,8 +261,8 @@ async function main() {
       check(after.json.state === 'approved', `the review is approved: ${JSON.stringify(after.json)}`);
     });
 
-    await step('export an evidence bundle', async () => {
-      const list = await admin(gh.base, 'GET', '/evidence?limit=1000');
+    await step('export an evidence bundle and work a dispute', async () => {
+      const list = await admin(gh.base, 'GET', '/evidence?kind=settle&limit=500');
       const settled = (await admin(gh.base, 'GET', '/dashboard/summary')).json;
       check(settled.totals && settled.totals.settled >= 1, 'summary counts the settlement');
       const fp = fingerprintOf(list.json) || await fingerprintFromFeed(gh.base);
@@ -278,6 +278,19 @@ async function main() {
       const bytes = fs.readFileSync(file);
       check(bytes.length > 0, 'the bundle is not empty');
       check(bytes.includes(Buffer.from(fp.split(':').pop())), 'the bundle names the payment');
+      // Work a dispute from the same page: open it, add a statement, resolve it.
+      await page.fill('#open-dispute textarea[name="reason"]', 'the buyer says the resource never arrived');
+      await page.click('#open-dispute button');
+      const dispute = page.locator('#disputes .dispute').first();
+      await dispute.locator('input[name="statement"]').waitFor({ timeout: 5_000 });
+      await dispute.locator('input[name="statement"]').fill('seller: delivery log attached');
+      await dispute.locator('button', { hasText: 'Add statement' }).click();
+      await page.locator('#disputes .dispute', { hasText: 'delivery log attached' }).waitFor({ timeout: 5_000 });
+      await page.locator('#disputes .dispute select[name="outcome"]').selectOption('rejected');
+      await page.locator('#disputes .dispute button', { hasText: 'Resolve' }).click();
+      await page.locator('#disputes .dispute h3 .badge', { hasText: 'resolved' }).waitFor({ timeout: 5_000 });
+      const disputes = await admin(gh.base, 'GET', `/disputes?fingerprint=${encodeURIComponent(fp)}`);
+      check(disputes.json.disputes?.[0]?.outcome === 'rejected', `the dispute is resolved: ${JSON.stringify(disputes.json)}`);
       await page.screenshot({ path: path.join(shots, 'payment.png'), fullPage: true });
     });
 

@@ -102,12 +102,9 @@ function disputes(root, fp, principal) {
     }
     const rows = items(answer, 'disputes').filter((d) => !d.fingerprint || d.fingerprint === fp);
     if (!rows.length) { listEl.replaceChildren(h('p', { class: 'muted' }, 'No disputes.')); return; }
-    listEl.replaceChildren(...rows.map((d) => dispute(d)));
-    // The list has no statements: load each dispute whole.
-    for (const d of rows) get(`/disputes/${encodeURIComponent(d.id)}`).then((full) => {
-      const el = listEl.querySelector(`[data-dispute="${CSS.escape(d.id)}"]`);
-      if (el) el.replaceWith(dispute(full));
-    }).catch(() => {});
+    // The list has no statements: load each dispute whole (at most a page of them), then render once.
+    const full = await Promise.all(rows.slice(0, 50).map((d) => get(`/disputes/${encodeURIComponent(d.id)}`).catch(() => d)));
+    listEl.replaceChildren(...full.map((d) => dispute(d)));
   }
 
   function dispute(summary) {
