@@ -199,7 +199,7 @@ async function main() {
       const settle = await postJson(`${gh.base}/settle`, body);
       check(settle.json.success === true, `settle: ${JSON.stringify(settle.json)}`);
       // The settle record arrives over the event stream, without a reload.
-      const row = page.locator('#live-rows tr', { hasText: 'settle' }).first();
+      const row = page.locator('#live-rows tr[data-kind="settle"]').first();
       await row.waitFor({ timeout: 10_000 });
       check((await row.textContent()).includes('✓'), `row marks the settlement: ${await row.textContent()}`);
       await page.waitForSelector('[data-total="settled"] b:has-text("1")', { timeout: 20_000 });

@@ -46,7 +46,7 @@ export function render(root) {
     if (e.seq <= lastSeq) return;
     lastSeq = e.seq;
     const why = [...e.controls, ...e.rules.map((r) => `rule:${r}`)].join(', ');
-    const tr = h('tr', { class: `fresh ${e.fingerprint ? 'clickable' : ''}`, 'data-seq': e.seq, 'data-decision': e.decision,
+    const tr = h('tr', { class: `fresh ${e.fingerprint ? 'clickable' : ''}`, 'data-seq': e.seq, 'data-kind': e.kind, 'data-decision': e.decision,
       onclick: () => { if (e.fingerprint) location.hash = `#/payment/${encodeURIComponent(e.fingerprint)}`; } },
     h('td', {}, e.seq), h('td', {}, time(e.created_at_ms)), h('td', {}, e.kind), h('td', {}, badge(e.decision)),
     h('td', { class: 'mono' }, e.endpoint || ''), h('td', { class: 'mono', title: e.payer || '' }, short(e.payer)),
