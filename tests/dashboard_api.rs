@@ -60,8 +60,9 @@ impl Events {
 async fn pay(base: &str, amount: &str, resource: &str) -> Value {
     let mut body = v2_body(&nonce());
     for at in ["/paymentPayload/accepted", "/paymentRequirements"] {
-        body.pointer_mut(&format!("{at}/amount"))
-            .map(|a| *a = json!(amount));
+        if let Some(a) = body.pointer_mut(&format!("{at}/amount")) {
+            *a = json!(amount);
+        }
     }
     body["paymentPayload"]["payload"]["authorization"]["value"] = json!(amount);
     body["paymentPayload"]["resource"]["url"] = json!(resource);
@@ -270,7 +271,11 @@ fn realistic_draft(i: u64, start_ms: u64) -> EvidenceDraft {
         1 => "review",
         _ => "allow",
     };
-    let kind = if i % 2 == 0 { "verify" } else { "settle" };
+    let kind = if i.is_multiple_of(2) {
+        "verify"
+    } else {
+        "settle"
+    };
     let verdicts = match decision {
         "deny" => {
             json!([{"step": "policy", "outcome": "deny", "reasons": [{"code": "policy_cap_exceeded", "message": "daily cap"}]}])
@@ -296,7 +301,7 @@ fn realistic_draft(i: u64, start_ms: u64) -> EvidenceDraft {
             "verdicts": verdicts,
             "risk": {"assessment": {"score": i % 100, "decision": decision, "contributions": [
                 {"rule": "new_endpoint", "fired": decision == "review", "weight": 30, "mode": "enforce"},
-                {"rule": "burst", "fired": i % 5 == 0, "weight": 20, "mode": "enforce"}]}},
+                {"rule": "burst", "fired": i.is_multiple_of(5), "weight": 20, "mode": "enforce"}]}},
             "response": {"success": kind == "settle" && decision == "allow", "transaction": format!("0x{i:064x}")},
         }),
     }
