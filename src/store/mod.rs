@@ -7,8 +7,9 @@
 //! This module must not decide policy: it reports what the journal says, and the pipeline
 //! decides what to answer.
 
-mod ops;
 pub mod evidence;
+mod policy;
+mod ops;
 mod sql;
 
 use std::fmt;
@@ -19,6 +20,7 @@ use async_trait::async_trait;
 use crate::protocol::payment::Fingerprint;
 
 pub use ops::OpsStore;
+pub use policy::{AmountRange, LIST_LIMIT_MAX, PinRecord, PolicyStore, WebhookAttempt, WebhookRow};
 pub use sql::SqlStore;
 
 /// Which database a [`Store`] talks to.
@@ -40,7 +42,7 @@ pub async fn connect(database_url: &str) -> Result<Arc<dyn Store>, StoreError> {
 
 /// The persistence interface the pipeline, admin API and CLI use.
 #[async_trait]
-pub trait Store: Send + Sync + fmt::Debug + OpsStore + evidence::EvidenceStore {
+pub trait Store: Send + Sync + fmt::Debug + OpsStore + evidence::EvidenceStore + PolicyStore {
     /// Which database this is.
     fn backend(&self) -> Backend;
 
