@@ -4,7 +4,9 @@
 #   - anvil (from npm, into .tools/); the compat tests install their pinned npm/pip packages
 #     (npm ci, a venv) themselves, skipping that when the lockfiles are unchanged,
 #   - then cargo fmt --check, clippy, cargo test (unit, integration, doc tests), and the
-#     facilitator-compat-tests matrix (real x402 SDKs through Gatehouse on anvil).
+#     facilitator-compat-tests matrix (real x402 SDKs through Gatehouse on anvil),
+#   - Debian chromium + chromium-driver, then the dashboard end-to-end tests
+#     (dashboard-tests/, playwright-core via npm ci; screenshots in dashboard-tests/screenshots/).
 # Build output goes to $CARGO_TARGET_DIR (default: a cache outside the checkout), so repeat
 # runs on the same machine are incremental.
 set -euo pipefail
@@ -100,3 +102,14 @@ fi
 log "facilitator-compat-tests: the real x402 SDKs through Gatehouse on anvil"
 cargo build --locked --bin gatehouse
 GATEHOUSE_BIN="$CARGO_TARGET_DIR/debug/gatehouse" bash facilitator-compat-tests/test.sh
+
+# --- dashboard: end-to-end in headless Chromium (Debian chromium + playwright-core) ---
+if ! command -v chromium >/dev/null 2>&1; then
+  log "installing chromium and chromium-driver from Debian"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq && apt-get install -y -qq --no-install-recommends chromium chromium-driver >/dev/null
+fi
+log "dashboard-tests: the dashboard in headless Chromium"
+(cd dashboard-tests && npm ci --no-audit --no-fund --silent)
+GATEHOUSE_BIN="$CARGO_TARGET_DIR/debug/gatehouse" CHROMIUM="$(command -v chromium)" \
+  node dashboard-tests/run.mjs

@@ -6,6 +6,7 @@ pub mod admin;
 pub mod chain;
 pub mod clock;
 pub mod config;
+pub mod dashboard;
 pub mod evidence;
 pub mod metrics;
 pub mod pipeline;

@@ -329,6 +329,7 @@ pub fn app(state: AppState) -> Router {
             state.config.ops.metrics_enabled && state.config.ops.metrics_listen.is_none(),
         ))
         .merge(openapi::routes())
+        .merge(crate::dashboard::routes())
         .merge(crate::evidence::admin::public_routes())
         .nest("/admin", crate::admin::routes(state.clone()))
         .layer(DefaultBodyLimit::max(body_limit))
