@@ -451,16 +451,16 @@ pub fn parse_since(text: &str, now_ms: u64) -> Result<u64, String> {
             n.saturating_mul(1000)
         });
     }
-    if let Some(unit) = text.chars().last().filter(|c| "smhd".contains(*c)) {
-        if let Ok(n) = text[..text.len() - 1].parse::<u64>() {
-            let secs = match unit {
-                's' => 1,
-                'm' => 60,
-                'h' => 3600,
-                _ => 86_400,
-            };
-            return Ok(now_ms.saturating_sub(n.saturating_mul(secs).saturating_mul(1000)));
-        }
+    if let Some(unit) = text.chars().last().filter(|c| "smhd".contains(*c))
+        && let Ok(n) = text[..text.len() - 1].parse::<u64>()
+    {
+        let secs = match unit {
+            's' => 1,
+            'm' => 60,
+            'h' => 3600,
+            _ => 86_400,
+        };
+        return Ok(now_ms.saturating_sub(n.saturating_mul(secs).saturating_mul(1000)));
     }
     parse_utc(text).ok_or_else(|| {
         format!(

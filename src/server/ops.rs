@@ -172,8 +172,11 @@ pub struct RpcProbe {
     targets: Vec<(String, &'static str, Vec<String>)>,
     http: reqwest::Client,
     ttl: Duration,
-    cache: Mutex<Option<(tokio::time::Instant, BTreeMap<String, Result<(), String>>)>>,
+    cache: Mutex<Option<(tokio::time::Instant, ProbeResults)>>,
 }
+
+/// Each probed chain's outcome: `Err` names why its RPC is unhealthy.
+type ProbeResults = BTreeMap<String, Result<(), String>>;
 
 impl RpcProbe {
     /// Probes every chain of `config` that Gatehouse checks on-chain.
