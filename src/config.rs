@@ -49,6 +49,8 @@ pub struct Config {
     pub reconcile_interval_secs: u64,
     /// Spending policy (`[policy]`); empty checks nothing.
     pub policy: PolicyConfig,
+    /// Risk scoring (`[risk]`).
+    pub risk: crate::risk::config::RiskConfig,
 }
 
 impl Default for Config {
@@ -65,6 +67,7 @@ impl Default for Config {
             chains: BTreeMap::new(),
             reconcile_interval_secs: 15,
             policy: PolicyConfig::default(),
+            risk: crate::risk::config::RiskConfig::default(),
         }
     }
 }
@@ -317,6 +320,7 @@ impl Config {
         }
         problems.extend(self.policy.problems());
         problems.extend(self.admin.problems());
+        problems.extend(self.risk.problems());
         if problems.is_empty() {
             Ok(())
         } else {

@@ -334,6 +334,7 @@ async fn whoami(principal: Principal) -> impl IntoResponse {
 pub fn routes(state: AppState) -> Router<AppState> {
     Router::new()
         .route("/whoami", axum::routing::get(whoami))
+        .merge(crate::risk::routes::admin_routes())
         .fallback(|| async { ApiError::NotFound("no such admin route".into()) })
         .route_layer(middleware::from_fn_with_state(state, authenticate))
 }

@@ -5,7 +5,16 @@
 //! (sessions, traces, mandates, history from the store) and the rule engine evaluates CEL
 //! conditions over its JSON form, producing an [`Assessment`] that explains every point.
 
+pub mod client;
+pub mod config;
 pub mod context;
+pub mod history;
+pub mod mandate;
+pub mod payment;
+pub mod routes;
+pub mod rules;
+pub mod session;
+pub mod trace;
 
 use serde::{Deserialize, Serialize};
 

@@ -96,10 +96,13 @@ pub async fn build_state(config: Config, clock: SharedClock) -> Result<AppState,
         clock.clone(),
         stale_after,
     ));
+    let risk = crate::risk::payment::RiskService::build(&config.risk, store.clone(), clock.clone())
+        .map_err(|problem| StartError::Config(ConfigError::Invalid(vec![problem])))?;
     let pipeline = Arc::new(
         Pipeline::new(store, upstream, chains, clock)
             .with_settlers(settlers)
-            .with_policy(Policy::new(config.policy.clone())),
+            .with_policy(Policy::new(config.policy.clone()))
+            .with_risk(Arc::new(risk)),
     );
     Ok(AppState {
         pipeline,
@@ -227,6 +230,7 @@ pub fn app(state: AppState) -> Router {
         .merge(facilitator::routes())
         .nest("/x402", facilitator::routes())
         .merge(ops::routes())
+        .merge(crate::risk::routes::routes())
         .merge(openapi::routes())
         .nest("/admin", crate::admin::routes(state.clone()))
         .layer(DefaultBodyLimit::max(body_limit))

@@ -7,6 +7,7 @@
 //! This module must not decide policy: it reports what the journal says, and the pipeline
 //! decides what to answer.
 
+pub mod risk;
 mod sql;
 
 use std::fmt;
@@ -37,7 +38,7 @@ pub async fn connect(database_url: &str) -> Result<Arc<dyn Store>, StoreError> {
 
 /// The persistence interface the pipeline, admin API and CLI use.
 #[async_trait]
-pub trait Store: Send + Sync + fmt::Debug {
+pub trait Store: Send + Sync + fmt::Debug + risk::RiskStore {
     /// Which database this is.
     fn backend(&self) -> Backend;
 

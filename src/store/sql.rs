@@ -99,8 +99,8 @@ impl Dialect {
 /// A [`Store`] on SQLite or PostgreSQL.
 #[derive(Debug)]
 pub struct SqlStore {
-    pool: AnyPool,
-    dialect: Dialect,
+    pub(crate) pool: AnyPool,
+    pub(crate) dialect: Dialect,
 }
 
 impl SqlStore {
