@@ -336,7 +336,7 @@ pub fn routes(state: AppState) -> Router<AppState> {
         .route("/whoami", axum::routing::get(whoami))
         .merge(crate::risk::routes::admin_routes())
         .fallback(|| async { ApiError::NotFound("no such admin route".into()) })
-        .route_layer(middleware::from_fn_with_state(state, authenticate))
+        .layer(middleware::from_fn_with_state(state, authenticate))
 }
 
 #[cfg(test)]
