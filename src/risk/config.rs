@@ -32,14 +32,14 @@ pub struct RiskConfig {
     pub max_text_bytes: usize,
     /// How long a decision stays valid for the buyer (`ttl_seconds`).
     pub decision_ttl_secs: u64,
+    /// A JWK set file with more mandate signer keys (OKP Ed25519 and EC secp256k1).
+    pub mandate_jwks_file: Option<PathBuf>,
     /// Endpoints (`host/path` prefixes) whose payments must carry a trace.
     pub require_trace: Vec<String>,
     /// Brands' known wallets per host: `"shop.example" = ["0x..."]`.
     pub known_wallets: BTreeMap<String, Vec<String>>,
-    /// AP2 mandate signer keys by key id: `kid = "ed25519:<hex>"` or `"secp256k1:<hex>"`.
+    /// AP2 mandate signer keys by key id: `kid = "ed25519:<hex>"` or `"es256k:0x<address>"`.
     pub mandate_keys: BTreeMap<String, String>,
-    /// A JWK set file with more mandate signer keys (OKP Ed25519 and EC secp256k1).
-    pub mandate_jwks_file: Option<PathBuf>,
 }
 
 impl Default for RiskConfig {
@@ -55,10 +55,10 @@ impl Default for RiskConfig {
             max_trace_events: 1_000,
             max_text_bytes: 32 * 1024,
             decision_ttl_secs: 300,
+            mandate_jwks_file: None,
             require_trace: Vec::new(),
             known_wallets: BTreeMap::new(),
             mandate_keys: BTreeMap::new(),
-            mandate_jwks_file: None,
         }
     }
 }
@@ -92,7 +92,7 @@ impl RiskConfig {
             if crate::risk::mandate::SignerKey::parse(key).is_none() {
                 problem(
                     &format!("risk.mandate_keys.{kid}"),
-                    "must be ed25519:<64 hex> or secp256k1:<66 or 130 hex>",
+                    "must be ed25519:<64 hex>, es256k:0x<address> or secp256k1:<130 hex>",
                 );
             }
         }

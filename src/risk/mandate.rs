@@ -564,16 +564,15 @@ pub fn evaluate(input: &MandateInput, pay: &PaymentView<'_>, keys: &MandateKeys)
         facts.expired = true;
         problems.push(format!("the mandate has expired ({field})"));
     }
-    facts.signature = if checks.contains(&SignatureCheck::Invalid) {
+    let signature = if checks.contains(&SignatureCheck::Invalid) {
         problems.push("the mandate's signature does not verify".into());
         SignatureCheck::Invalid
     } else if !checks.is_empty() && checks.iter().all(|c| *c == SignatureCheck::Verified) {
         SignatureCheck::Verified
     } else {
         SignatureCheck::Unverifiable
-    }
-    .label()
-    .into();
+    };
+    facts.signature = signature.label().into();
     facts.spec = (!spec.is_empty()).then(|| spec.join("; "));
     if facts.id.is_empty() && problems.is_empty() {
         problems.push("the mandate has no id".into());

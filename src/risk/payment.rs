@@ -88,8 +88,8 @@ impl RiskInputs {
         };
         let mut inputs = RiskInputs::default();
         for (name, slot) in [
-            ("x-risk-session", &mut inputs.sid),
-            ("x-risk-trace", &mut inputs.tid),
+            ("X-RISK-SESSION", &mut inputs.sid),
+            ("X-RISK-TRACE", &mut inputs.tid),
         ] {
             if let Some(id) = get(name)? {
                 if !is_uuid(&id) {
@@ -98,13 +98,13 @@ impl RiskInputs {
                 *slot = Some(id);
             }
         }
-        if let Some(secure) = get("x-payment-secure")? {
+        if let Some(secure) = get("X-PAYMENT-SECURE")? {
             let (tp, ts) = parse_payment_secure(&secure)
                 .map_err(|m| header_error("X-PAYMENT-SECURE", m))?;
             inputs.traceparent = Some(tp);
             inputs.tracestate = ts;
         }
-        if let Some(evidence) = get("x-ap2-evidence")? {
+        if let Some(evidence) = get("X-AP2-EVIDENCE")? {
             inputs.mandate = Some(
                 mandate::parse_evidence_header(&evidence)
                     .map_err(|m| header_error("X-AP2-EVIDENCE", m))?,
@@ -132,20 +132,26 @@ impl RiskInputs {
         for (key, slot) in [("sid", &mut self.sid), ("tid", &mut self.tid)] {
             match ext.get(key) {
                 None | Some(Value::Null) => {}
-                Some(Value::String(id)) if is_uuid(id) => match slot {
-                    Some(h) if h != id => notes.push(format!(
-                        "the {key} header and the payload extension differ; the header was used"
-                    )),
-                    Some(_) => {}
-                    None => *slot = Some(id.clone()),
-                },
+                Some(Value::String(id)) if is_uuid(id) => {
+                    if let Some(h) = slot.as_deref() {
+                        if h != id {
+                            notes.push(format!(
+                                "the {key} header and the payload extension differ; the header was used"
+                            ));
+                        }
+                    } else {
+                        *slot = Some(id.clone());
+                    }
+                }
                 Some(_) => return Err(format!("`{}` must be a UUID string", field(key))),
             }
         }
         match ext.get("traceparent") {
             None | Some(Value::Null) => {}
             Some(Value::String(tp)) if valid_traceparent(tp) => {
-                self.traceparent.get_or_insert_with(|| tp.clone());
+                if self.traceparent.is_none() {
+                    self.traceparent = Some(tp.clone());
+                }
             }
             Some(_) => return Err(format!("`{}` must be a W3C traceparent", field("traceparent"))),
         }
@@ -163,7 +169,9 @@ impl RiskInputs {
             Some(Value::String(s)) => {
                 let parsed = mandate::parse_evidence_header(s)
                     .map_err(|m| format!("`{}` {m}", field("ap2")))?;
-                self.mandate.get_or_insert(parsed);
+                if self.mandate.is_none() {
+                    self.mandate = Some(parsed);
+                }
             }
             Some(_) => return Err(format!("`{}` must be an AP2 mandate object", field("ap2"))),
         }

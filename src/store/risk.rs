@@ -234,8 +234,16 @@ fn from_ms(ms: i64) -> u64 {
     u64::try_from(ms).unwrap_or(0)
 }
 
-const SELECT_REVIEW: &str = "SELECT id, fingerprint, state, decision_id, payer, pay_to, amount, \
-     resource, score, reasons, created_at_ms, decided_at_ms, decided_by, note FROM risk_reviews ";
+/// `SELECT <every review column> FROM risk_reviews <tail>`, as one `&'static str`.
+macro_rules! select_reviews {
+    ($tail:literal) => {
+        concat!(
+            "SELECT id, fingerprint, state, decision_id, payer, pay_to, amount, resource, score, \
+             reasons, created_at_ms, decided_at_ms, decided_by, note FROM risk_reviews ",
+            $tail
+        )
+    };
+}
 
 #[derive(sqlx::FromRow)]
 struct ReviewRow {
@@ -498,9 +506,9 @@ impl RiskStore for SqlStore {
         let five = now.saturating_sub(FIVE_MIN_MS as i64);
         let (h, d, p): (i64, i64, i64) = sqlx::query_as(
             "SELECT \
-               COALESCE(SUM(CASE WHEN created_at_ms >= $3 THEN 1 ELSE 0 END), 0), \
-               COALESCE(SUM(CASE WHEN created_at_ms >= $4 THEN 1 ELSE 0 END), 0), \
-               COALESCE(SUM(CASE WHEN pay_to = $5 THEN 1 ELSE 0 END), 0) \
+               CAST(COALESCE(SUM(CASE WHEN created_at_ms >= $3 THEN 1 ELSE 0 END), 0) AS BIGINT), \
+               CAST(COALESCE(SUM(CASE WHEN created_at_ms >= $4 THEN 1 ELSE 0 END), 0) AS BIGINT), \
+               CAST(COALESCE(SUM(CASE WHEN pay_to = $5 THEN 1 ELSE 0 END), 0) AS BIGINT) \
              FROM risk_payments WHERE payer = $1 AND fingerprint <> $2",
         )
         .bind(payer.as_str())
@@ -568,7 +576,7 @@ impl RiskStore for SqlStore {
 
     async fn review_for(&self, fingerprint: &str) -> Result<Option<Review>, StoreError> {
         let row: Option<ReviewRow> =
-            sqlx::query_as(&format!("{SELECT_REVIEW} WHERE fingerprint = $1"))
+            sqlx::query_as(select_reviews!("WHERE fingerprint = $1"))
                 .bind(fingerprint)
                 .fetch_optional(&self.pool)
                 .await?;
@@ -576,7 +584,7 @@ impl RiskStore for SqlStore {
     }
 
     async fn review(&self, id: &str) -> Result<Option<Review>, StoreError> {
-        let row: Option<ReviewRow> = sqlx::query_as(&format!("{SELECT_REVIEW} WHERE id = $1"))
+        let row: Option<ReviewRow> = sqlx::query_as(select_reviews!("WHERE id = $1"))
             .bind(id)
             .fetch_optional(&self.pool)
             .await?;
@@ -590,8 +598,8 @@ impl RiskStore for SqlStore {
     ) -> Result<Vec<Review>, StoreError> {
         let rows: Vec<ReviewRow> = match state {
             Some(state) => {
-                sqlx::query_as(&format!(
-                    "{SELECT_REVIEW} WHERE state = $1 ORDER BY created_at_ms DESC, id LIMIT $2"
+                sqlx::query_as(select_reviews!(
+                    "WHERE state = $1 ORDER BY created_at_ms DESC, id LIMIT $2"
                 ))
                 .bind(state.as_str())
                 .bind(i64::from(limit))
@@ -599,9 +607,7 @@ impl RiskStore for SqlStore {
                 .await?
             }
             None => {
-                sqlx::query_as(&format!(
-                    "{SELECT_REVIEW} ORDER BY created_at_ms DESC, id LIMIT $1"
-                ))
+                sqlx::query_as(select_reviews!("ORDER BY created_at_ms DESC, id LIMIT $1"))
                 .bind(i64::from(limit))
                 .fetch_all(&self.pool)
                 .await?
