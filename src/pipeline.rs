@@ -20,11 +20,11 @@ use crate::chain::evm::settle::{EvmSettler, SettleOutcome};
 use crate::chain::{ChainCheckers, ChainError};
 use crate::clock::SharedClock;
 use crate::policy::{Hold, Policy};
-use crate::risk::payment::{DecisionSummary, RiskInputs, RiskService};
 use crate::protocol::{
     DecodeError, FacilitatorRequest, Payment, SettleResponse, VerifyResponse, X402Version,
     normalise,
 };
+use crate::risk::payment::{DecisionSummary, RiskInputs, RiskService};
 use crate::store::{
     Begin, EvidenceDraft, SettlementClaim, SettlementOutcome, SettlementState, Store,
 };

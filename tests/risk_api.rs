@@ -9,7 +9,9 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use common::admin::{OPERATOR, SELLER, admin_get, admin_post, with_admin_tokens};
-use common::{PAYER, PAY_TO, TestDb, nonce, post_json, start, test_config, test_upstream, v1_body, v2_body};
+use common::{
+    PAY_TO, PAYER, TestDb, nonce, post_json, start, test_config, test_upstream, v1_body, v2_body,
+};
 use gatehouse::config::Config;
 use gatehouse::risk::client::{NewSession, RiskClient};
 use gatehouse::store::connect;
@@ -75,8 +77,14 @@ fn with_extension(mut body: Value, ext: Value) -> Value {
     body
 }
 
-async fn verify_with(base: &str, body: &Value, headers: &[(&str, &str)]) -> (u16, Value, HeaderMap) {
-    let mut request = reqwest::Client::new().post(format!("{base}/verify")).json(body);
+async fn verify_with(
+    base: &str,
+    body: &Value,
+    headers: &[(&str, &str)],
+) -> (u16, Value, HeaderMap) {
+    let mut request = reqwest::Client::new()
+        .post(format!("{base}/verify"))
+        .json(body);
     for (k, v) in headers {
         request = request.header(*k, *v);
     }
@@ -88,7 +96,10 @@ async fn verify_with(base: &str, body: &Value, headers: &[(&str, &str)]) -> (u16
 }
 
 fn header<'a>(headers: &'a HeaderMap, name: &str) -> &'a str {
-    headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or("")
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
 }
 
 /// Invariant 4 and the review flow: allow, review (held, not approved; an operator approves
@@ -110,14 +121,25 @@ async fn allow_review_then_operator_approval_and_deny_end_to_end() {
     let (status, answer, headers) = verify_with(
         &base,
         &v2_body(&nonce()),
-        &[("X-RISK-SESSION", &sid), ("X-RISK-TRACE", &tid), ("X-PAYMENT-SECURE", secure)],
+        &[
+            ("X-RISK-SESSION", &sid),
+            ("X-RISK-TRACE", &tid),
+            ("X-PAYMENT-SECURE", secure),
+        ],
     )
     .await;
-    assert_eq!((status, &answer["isValid"]), (200, &json!(true)), "{answer}");
+    assert_eq!(
+        (status, &answer["isValid"]),
+        (200, &json!(true)),
+        "{answer}"
+    );
     assert_eq!(header(&headers, "x-risk-decision"), "allow");
     assert_eq!(header(&headers, "x-risk-level"), "low");
     let decision_id = header(&headers, "x-risk-decision-id").to_owned();
-    assert_eq!(answer["extensions"]["gatehouse-risk"]["decision_id"], decision_id.as_str());
+    assert_eq!(
+        answer["extensions"]["gatehouse-risk"]["decision_id"],
+        decision_id.as_str()
+    );
     assert_eq!(answer["extensions"]["gatehouse-risk"]["decision"], "allow");
 
     // review, with the inputs in the payload extension only
@@ -136,15 +158,25 @@ async fn allow_review_then_operator_approval_and_deny_end_to_end() {
     let (_, again, _) = verify_with(&base, &held, &[]).await;
     assert_eq!(again["invalidReason"], "risk_review_pending", "{again}");
 
-    let (status, listed) = admin_get(&format!("{base}/admin/reviews?state=pending"), OPERATOR).await;
+    let (status, listed) =
+        admin_get(&format!("{base}/admin/reviews?state=pending"), OPERATOR).await;
     assert_eq!(status, 200, "{listed}");
     assert_eq!(listed["reviews"].as_array().unwrap().len(), 1, "{listed}");
     assert_eq!(listed["reviews"][0]["id"], review_id.as_str());
     let approve = format!("{base}/admin/reviews/{review_id}/approve");
     let (status, _) = admin_post(&approve, SELLER, &json!({})).await;
     assert_eq!(status, 403, "a seller may not approve");
-    let (status, decided) = admin_post(&approve, OPERATOR, &json!({"note": "checked with the buyer"})).await;
-    assert_eq!((status, &decided["state"]), (200, &json!("approved")), "{decided}");
+    let (status, decided) = admin_post(
+        &approve,
+        OPERATOR,
+        &json!({"note": "checked with the buyer"}),
+    )
+    .await;
+    assert_eq!(
+        (status, &decided["state"]),
+        (200, &json!("approved")),
+        "{decided}"
+    );
     let (status, _) = admin_post(&approve, OPERATOR, &json!({})).await;
     assert_eq!(status, 409, "decided once");
 
@@ -154,10 +186,20 @@ async fn allow_review_then_operator_approval_and_deny_end_to_end() {
 
     // deny (v2 reason, and v1 clients see their enum's invalid_payment)
     let tid = trace(&base, &sid, "deny me").await;
-    let (_, answer, headers) =
-        verify_with(&base, &with_extension(v2_body(&nonce()), json!({"sid": sid, "tid": tid})), &[]).await;
+    let (_, answer, headers) = verify_with(
+        &base,
+        &with_extension(v2_body(&nonce()), json!({"sid": sid, "tid": tid})),
+        &[],
+    )
+    .await;
     assert_eq!(answer["invalidReason"], "risk_denied", "{answer}");
-    assert!(answer["invalidMessage"].as_str().unwrap().contains("test_deny_task"), "{answer}");
+    assert!(
+        answer["invalidMessage"]
+            .as_str()
+            .unwrap()
+            .contains("test_deny_task"),
+        "{answer}"
+    );
     assert_eq!(header(&headers, "x-risk-decision"), "deny");
     assert_eq!(header(&headers, "x-risk-level"), "high");
     let (_, answer, _) = verify_with(
@@ -170,9 +212,15 @@ async fn allow_review_then_operator_approval_and_deny_end_to_end() {
 
     // A payer that is not the session's wallet.
     let other = session(&base, "0x2222222222222222222222222222222222222222").await;
-    let (_, answer, _) = verify_with(&base, &v2_body(&nonce()), &[("X-RISK-SESSION", &other)]).await;
+    let (_, answer, _) =
+        verify_with(&base, &v2_body(&nonce()), &[("X-RISK-SESSION", &other)]).await;
     assert_eq!(answer["invalidReason"], "risk_denied", "{answer}");
-    assert!(answer["invalidMessage"].as_str().unwrap().contains("session_payer_mismatch"));
+    assert!(
+        answer["invalidMessage"]
+            .as_str()
+            .unwrap()
+            .contains("session_payer_mismatch")
+    );
 
     // Only the allowed payments reached the upstream's verify.
     assert_eq!(upstream.recorded.verify_calls.load(Ordering::SeqCst), 2);
@@ -187,12 +235,28 @@ async fn allow_review_then_operator_approval_and_deny_end_to_end() {
         .collect();
     assert_eq!(verifies.len(), 7);
     for body in &verifies {
-        assert!(body["risk"]["context"]["payment"]["pay_to"] == PAY_TO, "{body}");
-        assert!(body["risk"]["assessment"]["contributions"].is_array(), "{body}");
+        assert!(
+            body["risk"]["context"]["payment"]["pay_to"] == PAY_TO,
+            "{body}"
+        );
+        assert!(
+            body["risk"]["assessment"]["contributions"].is_array(),
+            "{body}"
+        );
     }
-    assert_eq!(verifies[0]["risk"]["decision"]["decision_id"], decision_id.as_str());
-    assert_eq!(verifies[0]["risk"]["context"]["trace"]["task"], "buy BTC price");
-    assert!(records.iter().any(|r| r.kind == "admin.review_approve" && r.body.contains("ops")));
+    assert_eq!(
+        verifies[0]["risk"]["decision"]["decision_id"],
+        decision_id.as_str()
+    );
+    assert_eq!(
+        verifies[0]["risk"]["context"]["trace"]["task"],
+        "buy BTC price"
+    );
+    assert!(
+        records
+            .iter()
+            .any(|r| r.kind == "admin.review_approve" && r.body.contains("ops"))
+    );
     gh.stop().await.unwrap();
 }
 
@@ -207,37 +271,64 @@ async fn schema_and_size_errors_are_4xx_naming_the_field() {
     let base = format!("http://{}", gh.addr);
     let field = |answer: &Value| answer["error"]["field"].as_str().unwrap_or("").to_owned();
 
-    let (status, answer, _) = post_json(&format!("{base}/risk/session"), &json!({"wallet_address": PAYER})).await;
-    assert_eq!((status, field(&answer).as_str()), (400, "agent_did"), "{answer}");
+    let (status, answer, _) = post_json(
+        &format!("{base}/risk/session"),
+        &json!({"wallet_address": PAYER}),
+    )
+    .await;
+    assert_eq!(
+        (status, field(&answer).as_str()),
+        (400, "agent_did"),
+        "{answer}"
+    );
     let (status, answer, _) = post_json(
         &format!("{base}/risk/session"),
         &json!({"agent_did": "did:x", "wallet_address": "0x1234"}),
     )
     .await;
-    assert_eq!((status, field(&answer).as_str()), (400, "wallet_address"), "{answer}");
+    assert_eq!(
+        (status, field(&answer).as_str()),
+        (400, "wallet_address"),
+        "{answer}"
+    );
     let (status, answer, _) = post_json(
         &format!("{base}/risk/session"),
         &json!({"agent_did": PAYER, "wallet_proof": {"nonce": "never-issued", "signature": "0x00"}}),
     )
     .await;
-    assert_eq!((status, field(&answer).as_str()), (400, "wallet_proof.nonce"), "{answer}");
-    let (status, _, _) = common::post_raw(&format!("{base}/risk/session"), b"{not json".to_vec()).await;
+    assert_eq!(
+        (status, field(&answer).as_str()),
+        (400, "wallet_proof.nonce"),
+        "{answer}"
+    );
+    let (status, _, _) =
+        common::post_raw(&format!("{base}/risk/session"), b"{not json".to_vec()).await;
     assert_eq!(status, 400);
 
     let sid = session(&base, PAYER).await;
-    let events: Vec<Value> = (0..201).map(|_| json!({"type": "agent_output", "content": "x"})).collect();
+    let events: Vec<Value> = (0..201)
+        .map(|_| json!({"type": "agent_output", "content": "x"}))
+        .collect();
     let (status, answer, _) = post_json(
         &format!("{base}/risk/trace"),
         &json!({"sid": sid, "agent_trace": {"events": events}}),
     )
     .await;
-    assert_eq!((status, field(&answer).as_str()), (400, "agent_trace.events"), "{answer}");
+    assert_eq!(
+        (status, field(&answer).as_str()),
+        (400, "agent_trace.events"),
+        "{answer}"
+    );
     let (status, answer, _) = post_json(
         &format!("{base}/risk/trace"),
         &json!({"sid": sid, "agent_trace": {"events": [{"type": "user_input"}, {"content": "no type"}]}}),
     )
     .await;
-    assert_eq!((status, field(&answer).as_str()), (400, "agent_trace.events[1].type"), "{answer}");
+    assert_eq!(
+        (status, field(&answer).as_str()),
+        (400, "agent_trace.events[1].type"),
+        "{answer}"
+    );
     let (status, _, _) = post_json(
         &format!("{base}/risk/trace"),
         &json!({"sid": uuid::Uuid::new_v4().to_string(), "agent_trace": {}}),
@@ -245,8 +336,13 @@ async fn schema_and_size_errors_are_4xx_naming_the_field() {
     .await;
     assert_eq!(status, 404, "unknown sid");
 
-    let (status, answer, _) = post_json(&format!("{base}/risk/evaluate"), &json!({"sid": sid})).await;
-    assert_eq!((status, field(&answer).as_str()), (400, "payment"), "{answer}");
+    let (status, answer, _) =
+        post_json(&format!("{base}/risk/evaluate"), &json!({"sid": sid})).await;
+    assert_eq!(
+        (status, field(&answer).as_str()),
+        (400, "payment"),
+        "{answer}"
+    );
 
     for (name, value) in [
         ("X-RISK-SESSION", "not-a-uuid"),
@@ -257,13 +353,21 @@ async fn schema_and_size_errors_are_4xx_naming_the_field() {
         assert_eq!((status, field(&answer).as_str()), (400, name), "{answer}");
     }
     // An unknown session named in the extension refuses the payment (fail closed).
-    let unknown = with_extension(v2_body(&nonce()), json!({"sid": uuid::Uuid::new_v4().to_string()}));
+    let unknown = with_extension(
+        v2_body(&nonce()),
+        json!({"sid": uuid::Uuid::new_v4().to_string()}),
+    );
     let (_, answer, _) = verify_with(&base, &unknown, &[]).await;
     assert_eq!(answer["invalidReason"], "risk_denied", "{answer}");
     let bad_ext = with_extension(v2_body(&nonce()), json!({"sid": 42}));
     let (_, answer, _) = verify_with(&base, &bad_ext, &[]).await;
     assert_eq!(answer["invalidReason"], "invalid_payload", "{answer}");
-    assert!(answer["invalidMessage"].as_str().unwrap().contains("gatehouse-risk.sid"));
+    assert!(
+        answer["invalidMessage"]
+            .as_str()
+            .unwrap()
+            .contains("gatehouse-risk.sid")
+    );
     assert_eq!(upstream.recorded.verify_calls.load(Ordering::SeqCst), 0);
     gh.stop().await.unwrap();
 }
@@ -279,7 +383,10 @@ async fn proven_sessions_and_evaluate_answer_x402_secure_fields() {
     let base = format!("http://{}", gh.addr);
     let client = RiskClient::new(&base).unwrap();
     let signer = alloy::signers::local::PrivateKeySigner::random();
-    let proven = client.create_proven_session("did:example:a", &signer).await.unwrap();
+    let proven = client
+        .create_proven_session("did:example:a", &signer)
+        .await
+        .unwrap();
     assert!(proven.wallet_proven);
     assert!(proven.expires_at.ends_with('Z'), "{}", proven.expires_at);
 
@@ -287,26 +394,48 @@ async fn proven_sessions_and_evaluate_answer_x402_secure_fields() {
     let nonce_value = client.nonce().await.unwrap();
     let other = alloy::signers::local::PrivateKeySigner::random();
     use alloy::signers::SignerSync;
-    let message = gatehouse::risk::session::proof_message(&format!("{:#x}", signer.address()), &nonce_value);
+    let message =
+        gatehouse::risk::session::proof_message(&format!("{:#x}", signer.address()), &nonce_value);
     let forged = other.sign_message_sync(message.as_bytes()).unwrap();
     let mut request = NewSession::new("did:example:a", &format!("{:#x}", signer.address()));
-    request.wallet_proof = Some(json!({"nonce": nonce_value, "signature": format!("0x{}", hex::encode(forged.as_bytes()))}));
-    let err = client.create_session(&request).await.unwrap_err().to_string();
+    request.wallet_proof = Some(
+        json!({"nonce": nonce_value, "signature": format!("0x{}", hex::encode(forged.as_bytes()))}),
+    );
+    let err = client
+        .create_session(&request)
+        .await
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("wallet_proof.signature"), "{err}");
     // ... and its nonce is gone.
-    let err = client.create_session(&request).await.unwrap_err().to_string();
+    let err = client
+        .create_session(&request)
+        .await
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("wallet_proof.nonce"), "{err}");
 
     let sid = session(&base, PAYER).await;
     let tid = trace(&base, &sid, "review me").await;
     let handles = client_handles(&sid, &tid);
     let answer = client.evaluate(&handles, &v2_body(&nonce())).await.unwrap();
-    for key in ["decision", "risk_level", "score", "reasons", "decision_id", "ttl_seconds"] {
+    for key in [
+        "decision",
+        "risk_level",
+        "score",
+        "reasons",
+        "decision_id",
+        "ttl_seconds",
+    ] {
         assert!(answer.get(key).is_some(), "{key} missing: {answer}");
     }
     assert_eq!(answer["decision"], "review", "{answer}");
     let (_, listed) = admin_get(&format!("{base}/admin/reviews"), OPERATOR).await;
-    assert_eq!(listed["reviews"].as_array().unwrap().len(), 0, "evaluate holds nothing");
+    assert_eq!(
+        listed["reviews"].as_array().unwrap().len(),
+        0,
+        "evaluate holds nothing"
+    );
     gh.stop().await.unwrap();
 }
 
@@ -346,12 +475,21 @@ async fn mandate_replay_is_refused_across_two_instances() {
     let (_, answer, _) = verify_with(&base_a, &first, &[]).await;
     assert_eq!(answer["isValid"], true, "{answer}");
     let (_, answer, _) = verify_with(&base_b, &first, &[]).await;
-    assert_eq!(answer["isValid"], true, "the same payment again is no replay: {answer}");
+    assert_eq!(
+        answer["isValid"], true,
+        "the same payment again is no replay: {answer}"
+    );
 
     let second = with_extension(v2_body(&nonce()), json!({"sid": sid, "ap2": mandate}));
     let (_, answer, _) = verify_with(&base_b, &second, &[]).await;
     assert_eq!(answer["invalidReason"], "risk_denied", "{answer}");
-    assert!(answer["invalidMessage"].as_str().unwrap().contains("already used"), "{answer}");
+    assert!(
+        answer["invalidMessage"]
+            .as_str()
+            .unwrap()
+            .contains("already used"),
+        "{answer}"
+    );
 
     // Over the mandate's amount (0.01 USD = 10000 atomic at 6 decimals) is refused when the
     // decimals are known; an expired mandate always is.
@@ -360,7 +498,13 @@ async fn mandate_replay_is_refused_across_two_instances() {
     let late = with_extension(v2_body(&nonce()), json!({"sid": sid, "ap2": expired}));
     let (_, answer, _) = verify_with(&base_a, &late, &[]).await;
     assert_eq!(answer["invalidReason"], "risk_denied", "{answer}");
-    assert!(answer["invalidMessage"].as_str().unwrap().contains("expired"), "{answer}");
+    assert!(
+        answer["invalidMessage"]
+            .as_str()
+            .unwrap()
+            .contains("expired"),
+        "{answer}"
+    );
 
     let (_, settled, _) = post_json(&format!("{base_a}/settle"), &first).await;
     assert_eq!(settled["success"], true, "{settled}");
@@ -379,14 +523,75 @@ async fn no_rules_no_inputs_changes_nothing_on_the_wire() {
     let base = format!("http://{}", gh.addr);
     let (_, answer, headers) = verify_with(&base, &v2_body(&nonce()), &[]).await;
     assert_eq!(answer["isValid"], true, "{answer}");
-    assert!(answer.get("extensions").is_none_or(|e| e.get("gatehouse-risk").is_none()));
+    assert!(
+        answer
+            .get("extensions")
+            .is_none_or(|e| e.get("gatehouse-risk").is_none())
+    );
     assert!(headers.get("x-risk-decision").is_none());
     let store = connect(&db.url).await.unwrap();
     let records = store.evidence_after(0, 10).await.unwrap();
     let body: Value = serde_json::from_str(&records[0].body).unwrap();
     assert_eq!(body["risk"]["assessment"], Value::Null);
     assert_eq!(body["risk"]["context"]["payment"]["payer"], PAYER);
-    let risk_verdict = body["verdicts"].as_array().unwrap().iter().find(|v| v["step"] == "risk").unwrap().clone();
-    assert!(risk_verdict["checked"][0].as_str().unwrap().contains("no risk rules configured"));
+    let risk_verdict = body["verdicts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["step"] == "risk")
+        .unwrap()
+        .clone();
+    assert!(
+        risk_verdict["checked"][0]
+            .as_str()
+            .unwrap()
+            .contains("no risk rules configured")
+    );
+    gh.stop().await.unwrap();
+}
+
+/// The TypeScript buyer SDK (`sdk/ts`, around the published `@x402/fetch`) against this
+/// Gatehouse: proven session, trace upload, and a payment whose payload carries the
+/// `gatehouse-risk` extension (`facilitator-compat-tests/risk-sdk.mjs` checks each step).
+/// Needs the harness's node_modules (`facilitator-compat-tests/install.sh`, run by
+/// `scripts/test.sh` before `cargo test`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn typescript_sdk_pays_with_the_risk_extension() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let harness = root.join("facilitator-compat-tests");
+    assert!(
+        harness.join("node_modules/@x402/fetch").exists(),
+        "run facilitator-compat-tests/install.sh first (scripts/test.sh does)"
+    );
+    let upstream = test_upstream::start(Duration::ZERO).await;
+    let db = TestDb::sqlite();
+    let rules = rules_dir();
+    let gh = start(risk_config(&db.url, &upstream.url, rules.path())).await;
+    let url = format!("http://{}", gh.addr);
+    let output = tokio::task::spawn_blocking(move || {
+        std::process::Command::new("node")
+            .arg("risk-sdk.mjs")
+            .current_dir(&harness)
+            .env("GATEHOUSE_URL", url)
+            .env("NETWORK", common::TEST_NETWORK)
+            .env("ASSET", common::ASSET)
+            .env("PAY_TO", PAY_TO)
+            .env("AMOUNT", "10000")
+            .output()
+    })
+    .await
+    .unwrap()
+    .expect("node runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "risk-sdk.mjs failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        stdout.contains("RESULT {\"passed\":8,\"failed\":[]}"),
+        "{stdout}"
+    );
+    assert_eq!(upstream.recorded.verify_calls.load(Ordering::SeqCst), 1);
     gh.stop().await.unwrap();
 }

@@ -223,7 +223,13 @@ impl RiskClient {
 
     /// `GET /risk/nonce`.
     pub async fn nonce(&self) -> Result<String, ClientError> {
-        let body = Self::answer(self.http.get(format!("{}/risk/nonce", self.base)).send().await?).await?;
+        let body = Self::answer(
+            self.http
+                .get(format!("{}/risk/nonce", self.base))
+                .send()
+                .await?,
+        )
+        .await?;
         Self::field(&body, "nonce")
     }
 
@@ -260,7 +266,11 @@ impl RiskClient {
     }
 
     /// `POST /risk/trace` with an x402-secure `agent_trace`; returns the `tid`.
-    pub async fn upload_trace(&self, sid: &str, agent_trace: &Value) -> Result<String, ClientError> {
+    pub async fn upload_trace(
+        &self,
+        sid: &str,
+        agent_trace: &Value,
+    ) -> Result<String, ClientError> {
         let body = Self::answer(
             self.http
                 .post(format!("{}/risk/trace", self.base))

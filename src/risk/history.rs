@@ -23,7 +23,12 @@ pub fn split_url(url: &str) -> Option<(String, String, Vec<(String, String)>)> {
             None => (rest, ""),
         },
     };
-    let host = authority.rsplit('@').next()?.split(':').next()?.to_ascii_lowercase();
+    let host = authority
+        .rsplit('@')
+        .next()?
+        .split(':')
+        .next()?
+        .to_ascii_lowercase();
     if host.is_empty() {
         return None;
     }
@@ -104,7 +109,11 @@ pub fn endpoint_facts(config: &RiskConfig, payment: &PaymentFacts) -> EndpointFa
         .host
         .as_ref()
         .and_then(|h| config.known_wallets.get(h))
-        .map(|w| w.iter().map(|a| crate::admin::normalise_pay_to(a)).collect())
+        .map(|w| {
+            w.iter()
+                .map(|a| crate::admin::normalise_pay_to(a))
+                .collect()
+        })
         .unwrap_or_default();
     let pay_to_known = known_wallets.is_empty() || known_wallets.contains(&payment.pay_to);
     EndpointFacts {
@@ -124,7 +133,10 @@ mod tests {
     fn urls_split_into_host_path_and_query() {
         let (h, p, q) = split_url("https://Shop.Example:443/buy/item?aff=x&ref").unwrap();
         assert_eq!((h.as_str(), p.as_str()), ("shop.example", "/buy/item"));
-        assert_eq!(q, [("aff".into(), "x".into()), ("ref".into(), String::new())]);
+        assert_eq!(
+            q,
+            [("aff".into(), "x".into()), ("ref".into(), String::new())]
+        );
         assert_eq!(endpoint_key(Some("https://a.b")).as_deref(), Some("a.b/"));
         assert_eq!(endpoint_key(Some("not a url")), None);
     }

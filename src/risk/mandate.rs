@@ -74,7 +74,8 @@ impl SignerKey {
             ("EC", "secp256k1") => {
                 let mut xy = decode_b64(field("x")?)?;
                 xy.extend(decode_b64(field("y")?)?);
-                (xy.len() == 64).then(|| SignerKey::Secp256k1(Address::from_slice(&keccak256(&xy)[12..])))
+                (xy.len() == 64)
+                    .then(|| SignerKey::Secp256k1(Address::from_slice(&keccak256(&xy)[12..])))
             }
             _ => None,
         }
@@ -100,9 +101,14 @@ impl MandateKeys {
         if let Some(path) = jwks_file {
             let text = std::fs::read_to_string(path)
                 .map_err(|e| format!("risk.mandate_jwks_file: {}: {e}", path.display()))?;
-            let set: Value = serde_json::from_str(&text)
-                .map_err(|e| format!("risk.mandate_jwks_file: {e}"))?;
-            for jwk in set.get("keys").and_then(Value::as_array).into_iter().flatten() {
+            let set: Value =
+                serde_json::from_str(&text).map_err(|e| format!("risk.mandate_jwks_file: {e}"))?;
+            for jwk in set
+                .get("keys")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
                 if let (Some(kid), Some(key)) = (
                     jwk.get("kid").and_then(Value::as_str),
                     SignerKey::from_jwk(jwk),
@@ -172,8 +178,11 @@ pub fn verify_jws(token: &str, keys: &MandateKeys) -> (SignatureCheck, Option<Va
             ) else {
                 return (SignatureCheck::Invalid, payload);
             };
-            vk.verify_strict(input.as_bytes(), &ed25519_dalek::Signature::from_bytes(&sig))
-                .is_ok()
+            vk.verify_strict(
+                input.as_bytes(),
+                &ed25519_dalek::Signature::from_bytes(&sig),
+            )
+            .is_ok()
         }
         ("ES256K", SignerKey::Secp256k1(address)) => {
             if sig.len() != 64 {
@@ -219,7 +228,11 @@ pub fn parse_evidence_header(value: &str) -> Result<MandateInput, String> {
     if value.len() > MAX_MANDATE_BYTES {
         return Err(format!("is over {MAX_MANDATE_BYTES} bytes"));
     }
-    let parts: Vec<&str> = value.split(';').map(str::trim).filter(|p| !p.is_empty()).collect();
+    let parts: Vec<&str> = value
+        .split(';')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .collect();
     if parts.first() == Some(&"evd.v1") {
         let mut kv = BTreeMap::new();
         for p in &parts[1..] {
@@ -355,9 +368,8 @@ pub fn evaluate(input: &MandateInput, pay: &PaymentView<'_>, keys: &MandateKeys)
         )
     };
     if intent.is_none() && cart.is_none() && payment.is_none() {
-        problems.push(
-            "the AP2 mandate is none of IntentMandate, CartMandate or PaymentMandate".into(),
-        );
+        problems
+            .push("the AP2 mandate is none of IntentMandate, CartMandate or PaymentMandate".into());
     }
     let mut facts = MandateFacts {
         payee_approved: true,
@@ -391,7 +403,10 @@ pub fn evaluate(input: &MandateInput, pay: &PaymentView<'_>, keys: &MandateKeys)
 
     if let Some(m) = intent {
         facts.kind = "intent".into();
-        match m.get("natural_language_description").and_then(Value::as_str) {
+        match m
+            .get("natural_language_description")
+            .and_then(Value::as_str)
+        {
             Some(d) => spec.push(d.to_owned()),
             None => problems.push("intent_mandate.natural_language_description is required".into()),
         }
@@ -402,7 +417,12 @@ pub fn evaluate(input: &MandateInput, pay: &PaymentView<'_>, keys: &MandateKeys)
             },
             None => problems.push("intent_mandate.intent_expiry is required".into()),
         }
-        for merchant in m.get("merchants").and_then(Value::as_array).into_iter().flatten() {
+        for merchant in m
+            .get("merchants")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
             if let Some(s) = merchant.as_str() {
                 payees.push(s.to_owned());
             }
@@ -454,8 +474,14 @@ pub fn evaluate(input: &MandateInput, pay: &PaymentView<'_>, keys: &MandateKeys)
         {
             payees.push(name.to_owned());
         }
-        let details = contents.and_then(|c| c.get("payment_request")).and_then(|r| r.get("details"));
-        amount_of(details.and_then(|d| d.get("total")), "cart_mandate.contents.payment_request.details.total", &mut problems);
+        let details = contents
+            .and_then(|c| c.get("payment_request"))
+            .and_then(|r| r.get("details"));
+        amount_of(
+            details.and_then(|d| d.get("total")),
+            "cart_mandate.contents.payment_request.details.total",
+            &mut problems,
+        );
         for item in details
             .and_then(|d| d.get("display_items"))
             .and_then(Value::as_array)
@@ -482,7 +508,11 @@ pub fn evaluate(input: &MandateInput, pay: &PaymentView<'_>, keys: &MandateKeys)
         }
         if let Some(auth) = m.get("merchant_authorization").and_then(Value::as_str) {
             let (check, claims) = verify_jws(auth, keys);
-            if let Some(exp) = claims.as_ref().and_then(|c| c.get("exp")).and_then(Value::as_u64) {
+            if let Some(exp) = claims
+                .as_ref()
+                .and_then(|c| c.get("exp"))
+                .and_then(Value::as_u64)
+            {
                 expiries.push(("cart_mandate.merchant_authorization.exp".into(), exp * 1000));
             }
             checks.push(check);
@@ -492,7 +522,10 @@ pub fn evaluate(input: &MandateInput, pay: &PaymentView<'_>, keys: &MandateKeys)
         facts.kind = "payment".into();
         single_use = true;
         let c = m.get("payment_mandate_contents");
-        match c.and_then(|c| c.get("payment_mandate_id")).and_then(Value::as_str) {
+        match c
+            .and_then(|c| c.get("payment_mandate_id"))
+            .and_then(Value::as_str)
+        {
             Some(id) => facts.id = format!("payment:{id}"),
             None => problems.push(
                 "payment_mandate.payment_mandate_contents.payment_mandate_id is required".into(),
@@ -503,19 +536,31 @@ pub fn evaluate(input: &MandateInput, pay: &PaymentView<'_>, keys: &MandateKeys)
             "payment_mandate.payment_mandate_contents.payment_details_total",
             &mut problems,
         );
-        if let Some(agent) = c.and_then(|c| c.get("merchant_agent")).and_then(Value::as_str) {
+        if let Some(agent) = c
+            .and_then(|c| c.get("merchant_agent"))
+            .and_then(Value::as_str)
+        {
             payees.push(agent.to_owned());
         }
         if let Some(auth) = m.get("user_authorization").and_then(Value::as_str) {
             let (check, claims) = verify_jws(auth, keys);
-            if let Some(exp) = claims.as_ref().and_then(|c| c.get("exp")).and_then(Value::as_u64) {
+            if let Some(exp) = claims
+                .as_ref()
+                .and_then(|c| c.get("exp"))
+                .and_then(Value::as_u64)
+            {
                 expiries.push(("payment_mandate.user_authorization.exp".into(), exp * 1000));
             }
             checks.push(check);
         }
     }
     // Gatehouse's optional fields, on the top-level object.
-    for p in mandate.get("payees").and_then(Value::as_array).into_iter().flatten() {
+    for p in mandate
+        .get("payees")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
         if let Some(s) = p.as_str() {
             payees.push(s.to_owned());
         }
@@ -541,7 +586,10 @@ pub fn evaluate(input: &MandateInput, pay: &PaymentView<'_>, keys: &MandateKeys)
         .collect();
     facts.payee_approved = addresses.is_empty() || addresses.iter().any(|p| *p == pay.pay_to);
     if !facts.payee_approved {
-        problems.push(format!("payTo {} is not among the mandate's payees", pay.pay_to));
+        problems.push(format!(
+            "payTo {} is not among the mandate's payees",
+            pay.pay_to
+        ));
     }
     if let Some(max) = maxima.iter().min() {
         facts.max_amount = Some(max.to_string());
@@ -621,16 +669,28 @@ mod tests {
     #[test]
     fn cart_mandates_bound_amount_payee_and_expiry() {
         let keys = MandateKeys::default();
-        let ok = evaluate(&MandateInput::Mandate(cart("0.01", "2030-01-01T00:00:00Z")), &view(10_000), &keys);
+        let ok = evaluate(
+            &MandateInput::Mandate(cart("0.01", "2030-01-01T00:00:00Z")),
+            &view(10_000),
+            &keys,
+        );
         assert!(ok.problems.is_empty(), "{:?}", ok.problems);
         assert_eq!(ok.facts.id, "cart:cart-1");
         assert_eq!(ok.facts.max_amount.as_deref(), Some("10000"));
         assert!(ok.single_use);
         assert_eq!(ok.facts.signature, "unverifiable");
 
-        let over = evaluate(&MandateInput::Mandate(cart("0.009999", "2030-01-01T00:00:00Z")), &view(10_000), &keys);
+        let over = evaluate(
+            &MandateInput::Mandate(cart("0.009999", "2030-01-01T00:00:00Z")),
+            &view(10_000),
+            &keys,
+        );
         assert!(!over.facts.amount_within);
-        let expired = evaluate(&MandateInput::Mandate(cart("0.01", "2020-01-01T00:00:00Z")), &view(10_000), &keys);
+        let expired = evaluate(
+            &MandateInput::Mandate(cart("0.01", "2020-01-01T00:00:00Z")),
+            &view(10_000),
+            &keys,
+        );
         assert!(expired.facts.expired && !expired.problems.is_empty());
         let mut other = cart("0.01", "2030-01-01T00:00:00Z");
         other["contents"]["payment_request"]["method_data"][0]["data"]["payTo"] =
@@ -642,14 +702,20 @@ mod tests {
     #[test]
     fn eddsa_mandate_signatures_verify_and_tampering_is_invalid() {
         let sk = ed25519_dalek::SigningKey::from_bytes(&[9u8; 32]);
-        let keys = MandateKeys::default()
-            .with("merchant-1", SignerKey::Ed25519(sk.verifying_key().to_bytes()));
+        let keys = MandateKeys::default().with(
+            "merchant-1",
+            SignerKey::Ed25519(sk.verifying_key().to_bytes()),
+        );
         let header = b64(br#"{"alg":"EdDSA","kid":"merchant-1"}"#);
         let payload = b64(br#"{"iss":"shop","exp":1900000000}"#);
         let sig = sk.sign(format!("{header}.{payload}").as_bytes());
         let jws = format!("{header}.{payload}.{}", b64(&sig.to_bytes()));
         assert_eq!(verify_jws(&jws, &keys).0, SignatureCheck::Verified);
-        let forged = format!("{header}.{}.{}", b64(br#"{"iss":"evil"}"#), b64(&sig.to_bytes()));
+        let forged = format!(
+            "{header}.{}.{}",
+            b64(br#"{"iss":"evil"}"#),
+            b64(&sig.to_bytes())
+        );
         assert_eq!(verify_jws(&forged, &keys).0, SignatureCheck::Invalid);
         let unknown = jws.replace(&header, &b64(br#"{"alg":"EdDSA","kid":"nobody"}"#));
         assert_eq!(verify_jws(&unknown, &keys).0, SignatureCheck::Unverifiable);
@@ -664,17 +730,28 @@ mod tests {
                 sha256_b64url: "abc".into()
             })
         );
-        let inline = b64(br#"{"natural_language_description":"x","intent_expiry":"2030-01-01T00:00:00Z"}"#);
-        assert!(matches!(parse_evidence_header(&inline), Ok(MandateInput::Mandate(_))));
+        let inline =
+            b64(br#"{"natural_language_description":"x","intent_expiry":"2030-01-01T00:00:00Z"}"#);
+        assert!(matches!(
+            parse_evidence_header(&inline),
+            Ok(MandateInput::Mandate(_))
+        ));
         assert!(parse_evidence_header("evd.v1;mr=x").is_err());
         assert!(parse_evidence_header("%%%").is_err());
     }
 
     #[test]
     fn units_convert_without_floats() {
-        assert_eq!(units_to_atomic(&json!("1.5"), 6), Some(U256::from(1_500_000)));
+        assert_eq!(
+            units_to_atomic(&json!("1.5"), 6),
+            Some(U256::from(1_500_000))
+        );
         assert_eq!(units_to_atomic(&json!(0.01), 6), Some(U256::from(10_000)));
-        assert_eq!(units_to_atomic(&json!("0.0000011"), 6), Some(U256::from(2)), "rounds up");
+        assert_eq!(
+            units_to_atomic(&json!("0.0000011"), 6),
+            Some(U256::from(2)),
+            "rounds up"
+        );
         assert_eq!(units_to_atomic(&json!("-1"), 6), None);
     }
 }

@@ -66,7 +66,9 @@ fn header_error(name: &str, message: impl Into<String>) -> ApiError {
 pub fn valid_traceparent(tp: &str) -> bool {
     let parts: Vec<&str> = tp.split('-').collect();
     let hex = |s: &str, n: usize| {
-        s.len() == n && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        s.len() == n
+            && s.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
     };
     matches!(parts.as_slice(), [v, t, s, f]
         if *v == "00" && hex(t, 32) && hex(s, 16) && hex(f, 2)
@@ -99,8 +101,8 @@ impl RiskInputs {
             }
         }
         if let Some(secure) = get("X-PAYMENT-SECURE")? {
-            let (tp, ts) = parse_payment_secure(&secure)
-                .map_err(|m| header_error("X-PAYMENT-SECURE", m))?;
+            let (tp, ts) =
+                parse_payment_secure(&secure).map_err(|m| header_error("X-PAYMENT-SECURE", m))?;
             inputs.traceparent = Some(tp);
             inputs.tracestate = ts;
         }
@@ -126,7 +128,9 @@ impl RiskInputs {
         let field = |f: &str| format!("paymentPayload.extensions.{EXTENSION}.{f}");
         let ext = ext.get("info").filter(|i| i.is_object()).unwrap_or(ext);
         if !ext.is_object() {
-            return Err(format!("`paymentPayload.extensions.{EXTENSION}` must be an object"));
+            return Err(format!(
+                "`paymentPayload.extensions.{EXTENSION}` must be an object"
+            ));
         }
         let mut notes = Vec::new();
         for (key, slot) in [("sid", &mut self.sid), ("tid", &mut self.tid)] {
@@ -153,7 +157,12 @@ impl RiskInputs {
                     self.traceparent = Some(tp.clone());
                 }
             }
-            Some(_) => return Err(format!("`{}` must be a W3C traceparent", field("traceparent"))),
+            Some(_) => {
+                return Err(format!(
+                    "`{}` must be a W3C traceparent",
+                    field("traceparent")
+                ));
+            }
         }
         match ext.get("ap2") {
             None | Some(Value::Null) => {}
@@ -184,7 +193,11 @@ pub fn parse_payment_secure(value: &str) -> Result<(String, Option<String>), Str
     if value.len() > MAX_PAYMENT_SECURE_BYTES {
         return Err(format!("is over {MAX_PAYMENT_SECURE_BYTES} bytes"));
     }
-    let parts: Vec<&str> = value.split(';').map(str::trim).filter(|p| !p.is_empty()).collect();
+    let parts: Vec<&str> = value
+        .split(';')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .collect();
     if parts.first() != Some(&"w3c.v1") {
         return Err("must start with w3c.v1".into());
     }
@@ -288,16 +301,23 @@ impl RiskService {
         store: Arc<dyn Store>,
         clock: SharedClock,
     ) -> Result<RiskService, crate::config::ConfigProblem> {
-        let engine = RuleEngine::load(&config.rules_dir).map_err(|e| crate::config::ConfigProblem {
-            key: "risk.rules_dir".into(),
-            message: e.to_string(),
-        })?;
+        let engine =
+            RuleEngine::load(&config.rules_dir).map_err(|e| crate::config::ConfigProblem {
+                key: "risk.rules_dir".into(),
+                message: e.to_string(),
+            })?;
         let keys = MandateKeys::load(&config.mandate_keys, config.mandate_jwks_file.as_deref())
             .map_err(|message| crate::config::ConfigProblem {
                 key: "risk.mandate_keys".into(),
                 message,
             })?;
-        Ok(Self::new(store, Arc::new(engine), config.clone(), keys, clock))
+        Ok(Self::new(
+            store,
+            Arc::new(engine),
+            config.clone(),
+            keys,
+            clock,
+        ))
     }
 
     /// The configuration.
@@ -322,7 +342,7 @@ impl RiskService {
         }
     }
 
-    async fn build(
+    async fn build_context(
         &self,
         payment: PaymentFacts,
         fingerprint: &str,
@@ -347,10 +367,9 @@ impl RiskService {
                     }
                     let stored: Value = serde_json::from_str(&row.body)
                         .map_err(|e| StoreError::Corrupt(format!("trace {tid}: {e}")))?;
-                    let mut facts: TraceFacts = serde_json::from_value(
-                        stored.get("facts").cloned().unwrap_or(Value::Null),
-                    )
-                    .map_err(|e| StoreError::Corrupt(format!("trace {tid}: {e}")))?;
+                    let mut facts: TraceFacts =
+                        serde_json::from_value(stored.get("facts").cloned().unwrap_or(Value::Null))
+                            .map_err(|e| StoreError::Corrupt(format!("trace {tid}: {e}")))?;
                     facts.tid = tid.clone();
                     Some(facts)
                 }
@@ -436,11 +455,18 @@ impl RiskService {
         (!rules.is_empty()).then(|| rules.evaluate(context, &self.thresholds()))
     }
 
-    fn summary(&self, decision: Decision, assessment: Option<&Assessment>, reasons: Vec<String>) -> DecisionSummary {
+    fn summary(
+        &self,
+        decision: Decision,
+        assessment: Option<&Assessment>,
+        reasons: Vec<String>,
+    ) -> DecisionSummary {
         let level = match decision {
             Decision::Deny => RiskLevel::High,
             Decision::Review => RiskLevel::Medium,
-            Decision::Allow => assessment.map_or(RiskLevel::Low, |a| a.level.min(RiskLevel::Medium)),
+            Decision::Allow => {
+                assessment.map_or(RiskLevel::Low, |a| a.level.min(RiskLevel::Medium))
+            }
         };
         DecisionSummary {
             decision,
@@ -470,7 +496,7 @@ impl RiskService {
         };
         let fingerprint = payment.fingerprint.0.as_str();
         let facts = history::payment_facts(payment, gate);
-        let built = match self.build(facts, fingerprint, &inputs).await {
+        let built = match self.build_context(facts, fingerprint, &inputs).await {
             Ok(b) => b,
             Err(Refusal::Input(message)) => return refuse_input(RISK_DENIED, message, &inputs),
             Err(Refusal::Store(e)) => return unavailable(&e),
@@ -492,7 +518,11 @@ impl RiskService {
         let fingerprint = payment.fingerprint.0.as_str();
         let now_ms = self.clock.now_ms();
         let assessment = self.score(&built.context);
-        let problems = built.mandate.as_ref().map(|m| m.problems.clone()).unwrap_or_default();
+        let problems = built
+            .mandate
+            .as_ref()
+            .map(|m| m.problems.clone())
+            .unwrap_or_default();
         let prior = self.store.review_for(fingerprint).await?;
         let mut checked = vec![match &assessment {
             Some(a) => format!("risk rules {} scored {}", a.rule_set, a.score),
@@ -505,8 +535,14 @@ impl RiskService {
         } else if let Some(review) = prior.as_ref().filter(|r| r.state != ReviewState::Pending) {
             checked.push(format!("operator decision on review {}", review.id));
             match review.state {
-                ReviewState::Approved => (Decision::Allow, vec![format!("review {} approved by an operator", review.id)]),
-                _ => (Decision::Deny, vec![format!("review {} rejected by an operator", review.id)]),
+                ReviewState::Approved => (
+                    Decision::Allow,
+                    vec![format!("review {} approved by an operator", review.id)],
+                ),
+                _ => (
+                    Decision::Deny,
+                    vec![format!("review {} rejected by an operator", review.id)],
+                ),
             }
         } else {
             match &assessment {
@@ -519,7 +555,10 @@ impl RiskService {
         let verdict = match decision {
             Decision::Deny => Verdict::deny(
                 Step::Risk,
-                Reason::new(RISK_DENIED, format!("risk: denied ({})", reason_text(&summary.reasons))),
+                Reason::new(
+                    RISK_DENIED,
+                    format!("risk: denied ({})", reason_text(&summary.reasons)),
+                ),
             ),
             Decision::Review => {
                 let review = self
@@ -556,19 +595,46 @@ impl RiskService {
                 )
             }
             Decision::Allow => {
-                if let Some(m) = built.mandate.as_ref().filter(|m| !m.facts.id.is_empty() && m.facts.kind != "reference") {
+                if let Some(m) = built
+                    .mandate
+                    .as_ref()
+                    .filter(|m| !m.facts.id.is_empty() && m.facts.kind != "reference")
+                {
                     // The claim decides between concurrent payments under one single-use mandate,
                     // on every replica.
                     if m.single_use {
-                        let holder = self.store.claim_mandate(&m.facts.id, fingerprint, now_ms).await?;
+                        let holder = self
+                            .store
+                            .claim_mandate(&m.facts.id, fingerprint, now_ms)
+                            .await?;
                         if holder != fingerprint {
-                            summary = self.summary(Decision::Deny, assessment.as_ref(), vec![format!("mandate {} was already used", m.facts.id)]);
-                            let reason = Reason::new(RISK_DENIED, format!("risk: denied (mandate {} was already used)", m.facts.id));
-                            return Ok(self.outcome(Verdict::deny(Step::Risk, reason), built, assessment, summary, inputs, notes, None));
+                            summary = self.summary(
+                                Decision::Deny,
+                                assessment.as_ref(),
+                                vec![format!("mandate {} was already used", m.facts.id)],
+                            );
+                            let reason = Reason::new(
+                                RISK_DENIED,
+                                format!("risk: denied (mandate {} was already used)", m.facts.id),
+                            );
+                            return Ok(self.outcome(
+                                Verdict::deny(Step::Risk, reason),
+                                built,
+                                assessment,
+                                summary,
+                                inputs,
+                                notes,
+                                None,
+                            ));
                         }
                     }
                     self.store
-                        .record_mandate_use(&m.facts.id, fingerprint, &payment.amount.to_string(), now_ms)
+                        .record_mandate_use(
+                            &m.facts.id,
+                            fingerprint,
+                            &payment.amount.to_string(),
+                            now_ms,
+                        )
                         .await?;
                 }
                 self.store
@@ -592,7 +658,15 @@ impl RiskService {
                 v
             }
         };
-        Ok(self.outcome(verdict, built, assessment, summary, inputs, notes, review_record))
+        Ok(self.outcome(
+            verdict,
+            built,
+            assessment,
+            summary,
+            inputs,
+            notes,
+            review_record,
+        ))
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -632,7 +706,7 @@ impl RiskService {
         fingerprint: &str,
         inputs: &RiskInputs,
     ) -> Result<(DecisionSummary, Value), ApiError> {
-        let built = match self.build(payment, fingerprint, inputs).await {
+        let built = match self.build_context(payment, fingerprint, inputs).await {
             Ok(b) => b,
             Err(Refusal::Input(m)) => {
                 return Err(ApiError::NotFound(m));
@@ -640,7 +714,11 @@ impl RiskService {
             Err(Refusal::Store(e)) => return Err(ApiError::NotReady(e.public_message().into())),
         };
         let assessment = self.score(&built.context);
-        let problems = built.mandate.as_ref().map(|m| m.problems.clone()).unwrap_or_default();
+        let problems = built
+            .mandate
+            .as_ref()
+            .map(|m| m.problems.clone())
+            .unwrap_or_default();
         let (decision, reasons) = if !problems.is_empty() {
             (Decision::Deny, problems)
         } else {

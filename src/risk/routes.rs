@@ -94,7 +94,9 @@ async fn nonce(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
         .put_risk_nonce(&nonce, expires)
         .await
         .map_err(store_error)?;
-    Ok(Json(json!({"nonce": nonce, "expires_at": iso8601(expires)})))
+    Ok(Json(
+        json!({"nonce": nonce, "expires_at": iso8601(expires)}),
+    ))
 }
 
 async fn session(
@@ -218,7 +220,9 @@ fn evaluate_payment(payment: &Value) -> Result<(PaymentFacts, String), ApiError>
             .or_else(|| text("maxAmountRequired"))
             .unwrap_or_else(|| "0".into()),
         payer: text("payer").or_else(|| text("from")),
-        pay_to: text("payTo").map(|p| crate::admin::normalise_pay_to(&p)).unwrap_or_default(),
+        pay_to: text("payTo")
+            .map(|p| crate::admin::normalise_pay_to(&p))
+            .unwrap_or_default(),
         host: parts.as_ref().map(|p| p.0.clone()),
         path: parts.as_ref().map(|p| p.1.clone()),
         query: parts.map(|p| p.2.into_iter().collect()).unwrap_or_default(),
@@ -241,7 +245,12 @@ async fn evaluate(
     let payment = body
         .get("payment")
         .filter(|p| p.is_object())
-        .ok_or_else(|| bad("payment", "is required (an object {protocol, network, payload})"))?;
+        .ok_or_else(|| {
+            bad(
+                "payment",
+                "is required (an object {protocol, network, payload})",
+            )
+        })?;
     let traceparent = match body.get("trace_context") {
         Some(tc @ Value::Object(_)) => {
             let tp = tc.get("tp").and_then(Value::as_str).unwrap_or_default();
@@ -320,9 +329,10 @@ async fn list_reviews(
     let risk = service(&state)?;
     let wanted = match q.state.as_deref() {
         None => None,
-        Some(s) => Some(ReviewState::parse(s).ok_or_else(|| {
-            bad("state", "must be pending, approved or rejected")
-        })?),
+        Some(s) => Some(
+            ReviewState::parse(s)
+                .ok_or_else(|| bad("state", "must be pending, approved or rejected"))?,
+        ),
     };
     let reviews = risk
         .store()

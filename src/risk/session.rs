@@ -175,7 +175,12 @@ impl SessionRequest {
             None => opt_str(body, "agent_id", "agent_id", MAX_ID_LEN)?,
         }
         .filter(|s| !s.trim().is_empty())
-        .ok_or_else(|| bad("agent_did", "is required (the agent's DID or wallet address)"))?;
+        .ok_or_else(|| {
+            bad(
+                "agent_did",
+                "is required (the agent's DID or wallet address)",
+            )
+        })?;
         let wallet_text = opt_str(body, "wallet_address", "wallet_address", MAX_ID_LEN)?;
         let wallet = match wallet_text {
             Some(text) => Wallet::parse(&text).ok_or_else(|| {
@@ -431,7 +436,9 @@ mod tests {
             "device"
         );
         assert_eq!(
-            field(json!({"agent_did": "0x857b06519e91e3a54538791bdbb0e22373e36b66", "budget": {"amount": "1.5", "asset": "x"}})),
+            field(
+                json!({"agent_did": "0x857b06519e91e3a54538791bdbb0e22373e36b66", "budget": {"amount": "1.5", "asset": "x"}})
+            ),
             "budget.amount"
         );
         let ok = SessionRequest::parse(

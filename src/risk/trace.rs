@@ -121,7 +121,10 @@ impl TraceRequest {
 fn parse_event(raw: &Value, i: usize, limits: TraceLimits) -> Result<TraceEvent, ApiError> {
     let path = |f: &str| format!("agent_trace.events[{i}].{f}");
     if !raw.is_object() {
-        return Err(bad(&format!("agent_trace.events[{i}]"), "must be an object"));
+        return Err(bad(
+            &format!("agent_trace.events[{i}]"),
+            "must be an object",
+        ));
     }
     let kind = opt_str(raw, "type", &path("type"), MAX_TYPE_LEN)?
         .filter(|t| !t.is_empty())
@@ -136,9 +139,8 @@ fn parse_event(raw: &Value, i: usize, limits: TraceLimits) -> Result<TraceEvent,
     let mut text_sha256 = None;
     for key in ["content_sha256", "text_sha256", "content_hash"] {
         if let Some(h) = opt_str(raw, key, &path(key), 80)? {
-            text_sha256 = Some(
-                as_digest(&h).ok_or_else(|| bad(&path(key), "must be a SHA-256 hex digest"))?,
-            );
+            text_sha256 =
+                Some(as_digest(&h).ok_or_else(|| bad(&path(key), "must be a SHA-256 hex digest"))?);
         }
     }
     // A text sent only as its hash.
@@ -162,7 +164,10 @@ fn parse_event(raw: &Value, i: usize, limits: TraceLimits) -> Result<TraceEvent,
     if data.to_string().len() > limits.max_text_bytes.saturating_mul(4) {
         return Err(bad(
             &path("arguments"),
-            format!("tool data must be at most {} bytes", limits.max_text_bytes * 4),
+            format!(
+                "tool data must be at most {} bytes",
+                limits.max_text_bytes * 4
+            ),
         ));
     }
     Ok(TraceEvent {
@@ -304,15 +309,21 @@ mod tests {
         assert_eq!(field(json!({"agent_trace": {}})), "sid");
         assert_eq!(field(json!({"sid": "s", "agent_trace": []})), "agent_trace");
         assert_eq!(
-            field(json!({"sid": "s", "agent_trace": {"events": [{"type": "user_input"}, {"content": "x"}]}})),
+            field(
+                json!({"sid": "s", "agent_trace": {"events": [{"type": "user_input"}, {"content": "x"}]}})
+            ),
             "agent_trace.events[1].type"
         );
         assert_eq!(
-            field(json!({"sid": "s", "agent_trace": {"events": [{"type": "x", "content": "a".repeat(65)}]}})),
+            field(
+                json!({"sid": "s", "agent_trace": {"events": [{"type": "x", "content": "a".repeat(65)}]}})
+            ),
             "agent_trace.events[0].content"
         );
         assert_eq!(
-            field(json!({"sid": "s", "agent_trace": {"events": [{"type": "a"}, {"type": "a"}, {"type": "a"}, {"type": "a"}]}})),
+            field(
+                json!({"sid": "s", "agent_trace": {"events": [{"type": "a"}, {"type": "a"}, {"type": "a"}, {"type": "a"}]}})
+            ),
             "agent_trace.events"
         );
     }
@@ -320,11 +331,11 @@ mod tests {
     #[test]
     fn urls_from_tool_output_only_are_told_apart_and_texts_can_be_hashed() {
         let body = json!({"sid": "s", "agent_trace": {
-            "task": "buy the report at https://shop.example/report",
-            "events": [
-                {"type": "user_input", "content": "go"},
-                {"type": "tool_result", "name": "fetch", "result": {"next": "https://evil.example/pay?aff=1", "again": "https://shop.example/report"}},
-            ]}});
+        "task": "buy the report at https://shop.example/report",
+        "events": [
+            {"type": "user_input", "content": "go"},
+            {"type": "tool_result", "name": "fetch", "result": {"next": "https://evil.example/pay?aff=1", "again": "https://shop.example/report"}},
+        ]}});
         let t = TraceRequest::parse(&body, LIMITS).unwrap();
         assert_eq!(
             t.facts.urls_from_tool_output_only,

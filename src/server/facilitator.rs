@@ -16,8 +16,8 @@ use serde_json::Value;
 use super::AppState;
 use super::error::ApiError;
 use crate::pipeline::{Reply, RequestContext};
-use crate::risk::payment::RiskInputs;
 use crate::protocol::{Network, SupportedKind, SupportedResponse};
+use crate::risk::payment::RiskInputs;
 
 /// The facilitator routes (mounted at `/` and at `/x402/`).
 pub fn routes() -> Router<AppState> {

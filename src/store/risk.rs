@@ -385,12 +385,11 @@ impl RiskStore for SqlStore {
     }
 
     async fn risk_trace(&self, tid: &str) -> Result<Option<TraceRow>, StoreError> {
-        let row: Option<(String, String, String, i64)> = sqlx::query_as(
-            "SELECT tid, sid, body, created_at_ms FROM risk_traces WHERE tid = $1",
-        )
-        .bind(tid)
-        .fetch_optional(&self.pool)
-        .await?;
+        let row: Option<(String, String, String, i64)> =
+            sqlx::query_as("SELECT tid, sid, body, created_at_ms FROM risk_traces WHERE tid = $1")
+                .bind(tid)
+                .fetch_optional(&self.pool)
+                .await?;
         Ok(row.map(|(tid, sid, body, created)| TraceRow {
             tid,
             sid,
@@ -575,11 +574,10 @@ impl RiskStore for SqlStore {
     }
 
     async fn review_for(&self, fingerprint: &str) -> Result<Option<Review>, StoreError> {
-        let row: Option<ReviewRow> =
-            sqlx::query_as(select_reviews!("WHERE fingerprint = $1"))
-                .bind(fingerprint)
-                .fetch_optional(&self.pool)
-                .await?;
+        let row: Option<ReviewRow> = sqlx::query_as(select_reviews!("WHERE fingerprint = $1"))
+            .bind(fingerprint)
+            .fetch_optional(&self.pool)
+            .await?;
         row.map(Review::try_from).transpose()
     }
 
@@ -608,9 +606,9 @@ impl RiskStore for SqlStore {
             }
             None => {
                 sqlx::query_as(select_reviews!("ORDER BY created_at_ms DESC, id LIMIT $1"))
-                .bind(i64::from(limit))
-                .fetch_all(&self.pool)
-                .await?
+                    .bind(i64::from(limit))
+                    .fetch_all(&self.pool)
+                    .await?
             }
         };
         rows.into_iter().map(Review::try_from).collect()
