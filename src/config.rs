@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
@@ -20,6 +20,7 @@ use crate::upstream::UpstreamConfig;
 const FLAT_ENV_KEYS: &[(&str, &str)] = &[
     ("upstream_url", "upstream.url"),
     ("upstream_authorization", "upstream.authorization"),
+    ("rules_dir", "risk.rules_dir"),
 ];
 
 /// The whole configuration.
@@ -30,8 +31,6 @@ pub struct Config {
     pub listen: String,
     /// `sqlite://PATH` (embedded, created on start) or `postgres://...` (shared by replicas).
     pub database_url: Secret,
-    /// Directory of risk rules (YAML).
-    pub rules_dir: PathBuf,
     /// The admin API's bearer tokens (`[[admin.tokens]]`, stored as SHA-256 hashes).
     pub admin: crate::admin::AdminConfig,
     /// Log format: `text` or `json`.
@@ -49,8 +48,11 @@ pub struct Config {
     pub reconcile_interval_secs: u64,
     /// Spending policy (`[policy]`); empty checks nothing.
     pub policy: PolicyConfig,
-    /// Risk scoring (`[risk]`).
-    pub risk: crate::risk::config::RiskConfig,
+    /// Risk scoring (`[risk]`): rule directory, thresholds, reloading.
+    pub risk: crate::risk::RiskConfig,
+    /// Operations (`[ops]`): metrics listener, shutdown drain, readiness probes.
+    #[serde(default)]
+    pub ops: crate::metrics::OpsConfig,
 }
 
 impl Default for Config {
@@ -58,7 +60,6 @@ impl Default for Config {
         Self {
             listen: "127.0.0.1:4020".to_owned(),
             database_url: Secret("sqlite://gatehouse.db".to_owned()),
-            rules_dir: PathBuf::from("risk-rules"),
             admin: crate::admin::AdminConfig::default(),
             log_format: LogFormat::Text,
             max_body_bytes: 256 * 1024,
@@ -67,7 +68,8 @@ impl Default for Config {
             chains: BTreeMap::new(),
             reconcile_interval_secs: 15,
             policy: PolicyConfig::default(),
-            risk: crate::risk::config::RiskConfig::default(),
+            risk: crate::risk::RiskConfig::default(),
+            ops: crate::metrics::OpsConfig::default(),
         }
     }
 }
@@ -230,6 +232,9 @@ impl Config {
                 format!("`{}` is not an http(s) URL", self.upstream.url),
             );
         }
+        for (key, message) in self.ops.problems() {
+            problem(&key, message);
+        }
         if self.max_body_bytes < 1024 || self.max_body_bytes > 16 * 1024 * 1024 {
             problem("max_body_bytes", "must be between 1024 and 16777216".into());
         }
@@ -362,6 +367,7 @@ fn is_http_url(s: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::PathBuf;
 
     /// An environment provider that sees nothing: tests that don't exercise the environment
     /// must not depend on the process's.
@@ -389,7 +395,7 @@ mod tests {
             assert_eq!(c.listen, "127.0.0.1:6000");
             assert_eq!(c.database_url.expose(), "postgres://db/g");
             assert_eq!(c.upstream.url, "http://127.0.0.1:7/f");
-            assert_eq!(c.rules_dir, PathBuf::from("/etc/rules"));
+            assert_eq!(c.risk.rules_dir, PathBuf::from("/etc/rules"));
             assert_eq!(c.upstream.settle_timeout_ms, 200_000);
             Ok(())
         });
@@ -412,16 +418,23 @@ mod tests {
             r#"
 listen = "127.0.0.1:5000"
 database_url = "sqlite://x.db"
-rules_dir = "rules"
 [upstream]
 url = "http://127.0.0.1:9/facilitator"
 [chains."eip155:84532"]
 rpc_urls = ["http://127.0.0.1:8545"]
+[risk]
+rules_dir = "rules"
+review_at = 30
+deny_at = 60
+reload_secs = 5
 "#,
         )
         .unwrap();
         let c = Config::figment(Some(&path), no_env()).unwrap();
         assert_eq!(c.listen, "127.0.0.1:5000");
+        assert_eq!(c.risk.rules_dir, PathBuf::from("rules"));
+        assert_eq!(c.risk.thresholds().review_at, 30);
+        assert_eq!(c.risk.reload_secs, 5);
         assert_eq!(c.upstream.url, "http://127.0.0.1:9/facilitator");
         assert_eq!(c.chains["eip155:84532"].rpc_urls, ["http://127.0.0.1:8545"]);
     }

@@ -7,6 +7,7 @@ pub mod chain;
 pub mod clock;
 pub mod config;
 pub mod evidence;
+pub mod metrics;
 pub mod pipeline;
 pub mod policy;
 pub mod protocol;

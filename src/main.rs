@@ -1,4 +1,4 @@
-//! The `gatehouse` binary: `serve`, `migrate`, `check-config`, `admin token`.
+//! The `gatehouse` binary: `serve`, `migrate`, `check-config`, `admin token`, `rules`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -28,6 +28,9 @@ enum Command {
     /// Admin API helpers.
     #[command(subcommand)]
     Admin(AdminCommand),
+    /// Risk rule tools: check, test, backtest.
+    #[command(subcommand)]
+    Rules(gatehouse::risk::cli::RulesCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -71,6 +74,9 @@ fn mint_token(name: &str, scopes: &[String]) -> ExitCode {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Some(Command::Rules(command)) = cli.command {
+        return gatehouse::risk::cli::run(command, cli.config.as_deref());
+    }
     if let Some(Command::Admin(AdminCommand::Token { name, scopes })) = &cli.command {
         return mint_token(name, scopes);
     }
@@ -86,7 +92,7 @@ fn main() -> ExitCode {
         print!("{}", config.to_masked_toml());
         return ExitCode::SUCCESS;
     }
-    gatehouse::telemetry::init_logging(config.log_format);
+    let _telemetry = gatehouse::telemetry::init_logging(config.log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -107,7 +113,7 @@ fn main() -> ExitCode {
             }
             Command::Serve | Command::CheckConfig => serve(config).await,
             // Handled before the runtime starts.
-            Command::Admin(_) => Ok(()),
+            Command::Admin(_) | Command::Rules(_) => Ok(()),
         }
     });
     match result {

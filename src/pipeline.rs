@@ -236,11 +236,7 @@ impl Pipeline {
                 .get_or_insert_with(Map::new)
                 .insert(crate::risk::payment::EXTENSION.to_owned(), value);
         }
-        telemetry::decided(
-            Gate::Verify,
-            &run.decision_label(),
-            run.elapsed_ms(&*self.clock),
-        );
+        telemetry::decided(Gate::Verify, &run.decision_label(), run.lap.total());
         Ok(Reply::ok(response).with_risk(&run))
     }
 
@@ -398,11 +394,7 @@ impl Pipeline {
         self.settle_budget(&payment, settled.state).await;
         self.record_settle(&run, &request, Some(&payment), &settled.response)
             .await;
-        telemetry::decided(
-            Gate::Settle,
-            state_label(settled.state),
-            run.elapsed_ms(&*self.clock),
-        );
+        telemetry::decided(Gate::Settle, state_label(settled.state), run.lap.total());
         Ok(Reply {
             status: settled.status,
             body: settled.response,
@@ -686,6 +678,8 @@ struct Run {
     risk: Option<Value>,
     /// The risk decision, for response headers.
     risk_summary: Option<DecisionSummary>,
+    /// Per-step latency for `/metrics`.
+    lap: crate::metrics::Lap,
 }
 
 impl Run {
@@ -701,11 +695,13 @@ impl Run {
             risk_inputs: ctx.risk.clone(),
             risk: None,
             risk_summary: None,
+            lap: crate::metrics::Lap::start(),
         }
     }
 
     fn push(&mut self, verdict: Verdict) {
         debug_assert!(verdict.outcome == Outcome::Allow || !verdict.reasons.is_empty());
+        crate::metrics::verdict(self.gate, &verdict, self.lap.split());
         self.verdicts.push(verdict);
     }
 

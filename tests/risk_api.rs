@@ -21,19 +21,18 @@ use serde_json::{Value, json};
 /// One rule file: a trace task decides (review / deny), and a payer that is not the session's
 /// wallet is denied.
 const RULES: &str = r#"
-rules:
-  - id: test_review_task
-    description: the agent's task asks for review
-    condition: "trace != null && trace.task == 'review me'"
-    action: review
-  - id: test_deny_task
-    description: the agent's task asks for deny
-    condition: "trace != null && trace.task == 'deny me'"
-    action: deny
-  - id: session_payer_mismatch
-    description: the payer is not the session's wallet
-    condition: "session != null && !session.payer_matches"
-    action: deny
+- id: test-review-task
+  description: the agent's task asks for review
+  condition: "trace != null && trace.task == 'review me'"
+  action: review
+- id: test-deny-task
+  description: the agent's task asks for deny
+  condition: "trace != null && trace.task == 'deny me'"
+  action: deny
+- id: session-payer-mismatch
+  description: the payer is not the session's wallet
+  condition: "session != null && !session.payer_matches"
+  action: deny
 "#;
 
 fn rules_dir() -> tempfile::TempDir {
@@ -197,7 +196,7 @@ async fn allow_review_then_operator_approval_and_deny_end_to_end() {
         answer["invalidMessage"]
             .as_str()
             .unwrap()
-            .contains("test_deny_task"),
+            .contains("test-deny-task"),
         "{answer}"
     );
     assert_eq!(header(&headers, "x-risk-decision"), "deny");
@@ -219,7 +218,7 @@ async fn allow_review_then_operator_approval_and_deny_end_to_end() {
         answer["invalidMessage"]
             .as_str()
             .unwrap()
-            .contains("session_payer_mismatch")
+            .contains("session-payer-mismatch")
     );
 
     // Only the allowed payments reached the upstream's verify.

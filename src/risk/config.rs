@@ -1,5 +1,5 @@
-//! STAND-IN (riskapi branch only, replaced by the rules helper's module on merge): the `[risk]`
-//! section. The buyer-API keys (`session_ttl_secs` and below) are riskapi's.
+//! The `[risk]` configuration section: where the rules live, the score thresholds that turn a
+//! score into a decision, and how often the rule directory is polled for changes.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -8,18 +8,21 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::ConfigProblem;
 
-/// The `[risk]` section.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+use super::rules::Thresholds;
+
+/// `[risk]`: rule directory, thresholds and hot reload.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RiskConfig {
-    /// Directory of YAML rule files.
+    /// Directory of risk rules (`*.yaml` / `*.yml`, CEL conditions). Also `GATEHOUSE_RULES_DIR`.
     pub rules_dir: PathBuf,
-    /// Score at which a payment is held for review.
+    /// A score at or above this is held for review (0–100).
     pub review_at: u32,
-    /// Score at which a payment is denied.
+    /// A score at or above this is denied (0–100, at least `review_at`).
     pub deny_at: u32,
-    /// How often the rules directory is checked for changes, seconds.
+    /// How often the rule directory is checked for changes, in seconds (0: never reload).
     pub reload_secs: u64,
+    // --- the buyer API and payment path (risk sessions, traces, mandates) ---
     /// Lifetime of a risk session, seconds.
     pub session_ttl_secs: u64,
     /// Lifetime of a wallet-proof nonce, seconds.
@@ -44,11 +47,12 @@ pub struct RiskConfig {
 
 impl Default for RiskConfig {
     fn default() -> Self {
+        let thresholds = Thresholds::default();
         Self {
             rules_dir: PathBuf::from("risk-rules"),
-            review_at: 40,
-            deny_at: 70,
-            reload_secs: 5,
+            review_at: thresholds.review_at,
+            deny_at: thresholds.deny_at,
+            reload_secs: 2,
             session_ttl_secs: 3_600,
             nonce_ttl_secs: 300,
             hash_text_at_ingest: false,
@@ -64,18 +68,41 @@ impl Default for RiskConfig {
 }
 
 impl RiskConfig {
-    /// Every problem, naming the key.
+    /// The score thresholds.
+    pub fn thresholds(&self) -> Thresholds {
+        Thresholds {
+            review_at: self.review_at,
+            deny_at: self.deny_at,
+        }
+    }
+
+    /// Every problem with the section, naming keys (`risk.*`).
     pub fn problems(&self) -> Vec<ConfigProblem> {
-        let mut out = Vec::new();
+        let mut problems = Vec::new();
+        if let Err(message) = self.thresholds().validate() {
+            problems.push(ConfigProblem {
+                key: "risk.review_at".into(),
+                message,
+            });
+        }
+        if self.rules_dir.as_os_str().is_empty() {
+            problems.push(ConfigProblem {
+                key: "risk.rules_dir".into(),
+                message: "must name a directory".into(),
+            });
+        }
+        if self.reload_secs > 86_400 {
+            problems.push(ConfigProblem {
+                key: "risk.reload_secs".into(),
+                message: "must be at most 86400 (0 disables reloading)".into(),
+            });
+        }
         let mut problem = |key: &str, message: &str| {
-            out.push(ConfigProblem {
+            problems.push(ConfigProblem {
                 key: key.into(),
                 message: message.into(),
             })
         };
-        if self.review_at > self.deny_at || self.deny_at > 100 {
-            problem("risk.review_at", "must satisfy review_at <= deny_at <= 100");
-        }
         if self.session_ttl_secs == 0 {
             problem("risk.session_ttl_secs", "must be greater than 0");
         }
@@ -89,13 +116,36 @@ impl RiskConfig {
             problem("risk.max_text_bytes", "must be greater than 0");
         }
         for (kid, key) in &self.mandate_keys {
-            if crate::risk::mandate::SignerKey::parse(key).is_none() {
+            if super::mandate::SignerKey::parse(key).is_none() {
                 problem(
                     &format!("risk.mandate_keys.{kid}"),
                     "must be ed25519:<64 hex>, es256k:0x<address> or secp256k1:<130 hex>",
                 );
             }
         }
-        out
+        problems
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid_and_thresholds_must_be_ordered() {
+        assert!(RiskConfig::default().problems().is_empty());
+        let bad = RiskConfig {
+            review_at: 80,
+            deny_at: 70,
+            ..RiskConfig::default()
+        };
+        let problems = bad.problems();
+        assert_eq!(problems.len(), 1);
+        assert_eq!(problems[0].key, "risk.review_at");
+        let over = RiskConfig {
+            deny_at: 101,
+            ..RiskConfig::default()
+        };
+        assert_eq!(over.problems().len(), 1);
     }
 }

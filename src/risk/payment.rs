@@ -18,7 +18,7 @@ use serde_json::{Value, json};
 use super::config::RiskConfig;
 use super::context::{PaymentFacts, RiskContext, TraceFacts};
 use super::mandate::{self, MandateInput, MandateKeys, PaymentView};
-use super::rules::{RuleEngine, Thresholds};
+use super::engine::RuleEngine;
 use super::session::{facts as session_facts, is_uuid, new_id};
 use super::{Assessment, Decision, RiskLevel, history};
 use crate::clock::SharedClock;
@@ -252,7 +252,7 @@ pub struct RiskOutcome {
 #[derive(Debug)]
 pub struct RiskService {
     store: Arc<dyn Store>,
-    engine: Arc<RuleEngine>,
+    engine: Option<Arc<RuleEngine>>,
     config: RiskConfig,
     keys: MandateKeys,
     clock: SharedClock,
@@ -281,7 +281,7 @@ impl RiskService {
     /// Builds the service.
     pub fn new(
         store: Arc<dyn Store>,
-        engine: Arc<RuleEngine>,
+        engine: Option<Arc<RuleEngine>>,
         config: RiskConfig,
         keys: MandateKeys,
         clock: SharedClock,
@@ -301,23 +301,23 @@ impl RiskService {
         store: Arc<dyn Store>,
         clock: SharedClock,
     ) -> Result<RiskService, crate::config::ConfigProblem> {
-        let engine =
-            RuleEngine::load(&config.rules_dir).map_err(|e| crate::config::ConfigProblem {
-                key: "risk.rules_dir".into(),
-                message: e.to_string(),
-            })?;
+        let engine = if has_rule_files(&config.rules_dir) {
+            Some(
+                RuleEngine::load(config).map_err(|e| crate::config::ConfigProblem {
+                    key: "risk.rules_dir".into(),
+                    message: e.to_string(),
+                })?,
+            )
+        } else {
+            tracing::warn!(dir = %config.rules_dir.display(), "No risk rules found; payments are not scored.");
+            None
+        };
         let keys = MandateKeys::load(&config.mandate_keys, config.mandate_jwks_file.as_deref())
             .map_err(|message| crate::config::ConfigProblem {
                 key: "risk.mandate_keys".into(),
                 message,
             })?;
-        Ok(Self::new(
-            store,
-            Arc::new(engine),
-            config.clone(),
-            keys,
-            clock,
-        ))
+        Ok(Self::new(store, engine, config.clone(), keys, clock))
     }
 
     /// The configuration.
@@ -335,11 +335,9 @@ impl RiskService {
         &self.clock
     }
 
-    fn thresholds(&self) -> Thresholds {
-        Thresholds {
-            review_at: self.config.review_at,
-            deny_at: self.config.deny_at,
-        }
+    /// The rule engine, when rules are configured (the server starts its reloader).
+    pub fn engine(&self) -> Option<&Arc<RuleEngine>> {
+        self.engine.as_ref()
     }
 
     async fn build_context(
@@ -451,8 +449,7 @@ impl RiskService {
     }
 
     fn score(&self, context: &RiskContext) -> Option<Assessment> {
-        let rules = self.engine.current();
-        (!rules.is_empty()).then(|| rules.evaluate(context, &self.thresholds()))
+        self.engine.as_ref().map(|engine| engine.evaluate(context))
     }
 
     fn summary(
@@ -736,6 +733,19 @@ impl RiskService {
         });
         Ok((summary, evidence))
     }
+}
+
+/// Whether `dir` holds any rule file (`*.yaml` / `*.yml`): without one nothing is scored and
+/// the risk step says so in evidence, rather than refusing to start.
+fn has_rule_files(dir: &std::path::Path) -> bool {
+    std::fs::read_dir(dir).is_ok_and(|entries| {
+        entries.filter_map(Result::ok).any(|e| {
+            matches!(
+                e.path().extension().and_then(|x| x.to_str()),
+                Some("yaml" | "yml")
+            )
+        })
+    })
 }
 
 fn reason_text(reasons: &[String]) -> String {

@@ -98,7 +98,9 @@ async fn run_gate(
     let raw = body_bytes(body, state.config.max_body_bytes)?;
     let ctx = context(&headers)?;
     let pipeline = state.pipeline.clone();
+    let running = state.drain.enter();
     let task = tokio::spawn(async move {
+        let _running = running;
         match gate {
             Gate::Verify => pipeline.verify(&ctx, raw).await.map(with_risk_headers),
             Gate::Settle => pipeline.settle(&ctx, raw).await.map(with_risk_headers),

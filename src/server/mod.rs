@@ -54,6 +54,10 @@ pub struct AppState {
     pub svm: Arc<SvmChecker>,
     /// Resolves admin bearer tokens.
     pub admin: crate::admin::Authenticator,
+    /// In-flight verify/settle tasks, waited for on shutdown.
+    pub drain: ops::Drain,
+    /// Cached chain RPC liveness for `/ready`.
+    pub rpc_probe: Arc<ops::RpcProbe>,
 }
 
 /// Starting the server failed.
@@ -107,6 +111,8 @@ pub async fn build_state(config: Config, clock: SharedClock) -> Result<AppState,
     Ok(AppState {
         pipeline,
         admin: crate::admin::Authenticator::new(&config.admin),
+        drain: ops::Drain::default(),
+        rpc_probe: Arc::new(ops::RpcProbe::new(&config)),
         config: Arc::new(config),
         reconciler,
         svm,
@@ -229,7 +235,9 @@ pub fn app(state: AppState) -> Router {
     Router::new()
         .merge(facilitator::routes())
         .nest("/x402", facilitator::routes())
-        .merge(ops::routes())
+        .merge(ops::routes(
+            state.config.ops.metrics_enabled && state.config.ops.metrics_listen.is_none(),
+        ))
         .merge(crate::risk::routes::routes())
         .merge(openapi::routes())
         .nest("/admin", crate::admin::routes(state.clone()))
@@ -276,32 +284,62 @@ pub struct Running {
     pub state: AppState,
     shutdown: Option<oneshot::Sender<()>>,
     task: tokio::task::JoinHandle<std::io::Result<()>>,
+    metrics_task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
     reconcile_task: tokio::task::JoinHandle<()>,
     fee_payer_task: Option<tokio::task::JoinHandle<()>>,
+    /// Reloads the risk rules on change.
+    rules_task: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Drop for Running {
     fn drop(&mut self) {
         self.reconcile_task.abort();
+        if let Some(task) = &self.metrics_task {
+            task.abort();
+        }
         if let Some(task) = &self.fee_payer_task {
+            task.abort();
+        }
+        if let Some(task) = &self.rules_task {
             task.abort();
         }
     }
 }
 
 impl Running {
-    /// Stops accepting, drains in-flight requests, and waits for the server to end.
+    /// Stops accepting, waits (at most `[ops] drain_timeout_secs`) for in-flight verify and
+    /// settle tasks, and then for the server to end. A settle still running at the limit
+    /// keeps its in-flight journal entry, which the reconciler resolves later.
     pub async fn stop(mut self) -> std::io::Result<()> {
         self.reconcile_task.abort();
         if let Some(task) = &self.fee_payer_task {
             task.abort();
         }
+        if let Some(task) = &self.rules_task {
+            task.abort();
+        }
+        if let Some(task) = &self.metrics_task {
+            task.abort();
+        }
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }
-        match (&mut self.task).await {
-            Ok(result) => result,
-            Err(e) => Err(std::io::Error::other(e)),
+        let limit = Duration::from_secs(self.state.config.ops.drain_timeout_secs);
+        let left = self.state.drain.wait(limit).await;
+        if left > 0 {
+            tracing::warn!(
+                left,
+                "Drain timeout reached; in-flight settles are left to the reconciler."
+            );
+        }
+        // Connections whose tasks are done close at once; others are cut after a short grace.
+        match tokio::time::timeout(Duration::from_secs(5), &mut self.task).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(e)) => Err(std::io::Error::other(e)),
+            Err(_) => {
+                self.task.abort();
+                Ok(())
+            }
         }
     }
 
@@ -322,6 +360,9 @@ pub async fn start_with_clock(config: Config, clock: SharedClock) -> Result<Runn
         .validate()
         .map_err(|p| StartError::Config(crate::config::ConfigError::Invalid(p)))?;
     let addr = config.listen_addr()?;
+    if config.ops.metrics_enabled {
+        crate::metrics::install();
+    }
     let state = build_state(config, clock).await?;
     let listener = TcpListener::bind(addr)
         .await
@@ -338,18 +379,50 @@ pub async fn start_with_clock(config: Config, clock: SharedClock) -> Result<Runn
             })
             .await
     });
+    let metrics_task = match (
+        state.config.ops.metrics_enabled,
+        &state.config.ops.metrics_listen,
+    ) {
+        (true, Some(listen)) => Some(spawn_metrics_listener(listen, state.clone()).await?),
+        _ => None,
+    };
     let reconcile_task = state
         .reconciler
         .clone()
         .spawn(Duration::from_secs(state.config.reconcile_interval_secs));
     let fee_payer_task = spawn_fee_payer_sync(&state);
+    let rules_task = state.pipeline.risk().and_then(|risk| {
+        let engine = risk.engine()?.clone();
+        Some(engine.spawn_reload(risk.clock().clone()))
+    });
     tracing::info!(%addr, "Gatehouse listening.");
     Ok(Running {
         addr,
         state,
         shutdown: Some(tx),
         task,
+        metrics_task,
         reconcile_task,
         fee_payer_task,
+        rules_task,
     })
+}
+
+/// Serves `/metrics` alone on `[ops] metrics_listen`.
+async fn spawn_metrics_listener(
+    listen: &str,
+    state: AppState,
+) -> Result<tokio::task::JoinHandle<std::io::Result<()>>, StartError> {
+    let addr: SocketAddr = listen.parse().map_err(|_| {
+        StartError::Config(ConfigError::Invalid(vec![ConfigProblem {
+            key: "ops.metrics_listen".into(),
+            message: format!("`{listen}` is not an IP:port address"),
+        }]))
+    })?;
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|source| StartError::Bind { addr, source })?;
+    tracing::info!(%addr, "Metrics listening.");
+    let router = ops::metrics_router(state);
+    Ok(tokio::spawn(axum::serve(listener, router).into_future()))
 }

@@ -8,6 +8,7 @@
 //! decides what to answer.
 
 pub mod risk;
+mod ops;
 mod sql;
 
 use std::fmt;
@@ -17,6 +18,7 @@ use async_trait::async_trait;
 
 use crate::protocol::payment::Fingerprint;
 
+pub use ops::OpsStore;
 pub use sql::SqlStore;
 
 /// Which database a [`Store`] talks to.
@@ -38,7 +40,7 @@ pub async fn connect(database_url: &str) -> Result<Arc<dyn Store>, StoreError> {
 
 /// The persistence interface the pipeline, admin API and CLI use.
 #[async_trait]
-pub trait Store: Send + Sync + fmt::Debug + risk::RiskStore {
+pub trait Store: Send + Sync + fmt::Debug + OpsStore + risk::RiskStore {
     /// Which database this is.
     fn backend(&self) -> Backend;
 

@@ -280,7 +280,28 @@ impl Upstream {
 
     /// One HTTP exchange: sends the request and reads the body under the size cap (except
     /// for redirects, whose body is of no use). Errors here happen before a status exists.
+    /// One timed exchange (recorded in `/metrics`).
     async fn exchange(
+        &self,
+        endpoint: Endpoint,
+        method: Method,
+        url: reqwest::Url,
+        body: Option<Bytes>,
+        incoming_auth: Option<&HeaderValue>,
+        timeout: Duration,
+    ) -> Result<Exchange, UpstreamError> {
+        let lap = crate::metrics::Lap::start();
+        let result = self
+            .exchange_once(endpoint, method, url, body, incoming_auth, timeout)
+            .await;
+        let outcome = result
+            .as_ref()
+            .map_or("error", |e| crate::metrics::status_outcome(e.status));
+        crate::metrics::upstream_call(endpoint.path(), outcome, lap.total());
+        result
+    }
+
+    async fn exchange_once(
         &self,
         endpoint: Endpoint,
         method: Method,

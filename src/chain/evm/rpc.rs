@@ -58,7 +58,11 @@ impl RpcClient {
         let mut failures = Vec::new();
         for url in self.urls.iter() {
             self.round_trips.fetch_add(1, Ordering::Relaxed);
-            match tokio::time::timeout(self.timeout, self.post(url, &body, calls.len())).await {
+            let lap = crate::metrics::Lap::start();
+            let answer =
+                tokio::time::timeout(self.timeout, self.post(url, &body, calls.len())).await;
+            crate::metrics::rpc_call(crate::metrics::rpc_outcome(&answer), lap.total());
+            match answer {
                 Ok(Ok(results)) => return Ok(results),
                 Ok(Err(e)) => failures.push(format!("{}: {e}", redact(url))),
                 Err(_) => failures.push(format!(
