@@ -6,20 +6,29 @@
 use std::path::PathBuf;
 
 use gatehouse::risk::context::{
-    EndpointFacts, HistoryFacts, MandateFacts, PaymentFacts, RiskContext, SessionFacts,
-    TraceEvent, TraceFacts,
+    EndpointFacts, HistoryFacts, MandateFacts, PaymentFacts, RiskContext, SessionFacts, TraceEvent,
+    TraceFacts,
 };
 use gatehouse::risk::{RuleSet, Thresholds};
 use serde_json::json;
 
 fn context(events: usize) -> RiskContext {
-    let kinds = ["user_input", "reasoning_summary", "tool_call", "tool_result", "agent_output"];
+    let kinds = [
+        "user_input",
+        "reasoning_summary",
+        "tool_call",
+        "tool_result",
+        "agent_output",
+    ];
     let events: Vec<TraceEvent> = (0..events)
         .map(|i| {
             let kind = kinds[i % kinds.len()];
             TraceEvent {
                 kind: kind.into(),
-                text: format!("step {i}: looked at https://src{}.example.org/page?id={i}", i % 7),
+                text: format!(
+                    "step {i}: looked at https://src{}.example.org/page?id={i}",
+                    i % 7
+                ),
                 text_sha256: Some(format!("{i:064x}")),
                 tool: (kind.starts_with("tool")).then(|| "web_fetch".to_owned()),
                 data: json!({"url": format!("https://src{}.example.org/page?id={i}", i % 7),

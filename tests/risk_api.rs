@@ -490,8 +490,8 @@ async fn mandate_replay_is_refused_across_two_instances() {
         "{answer}"
     );
 
-    // Over the mandate's amount (0.01 USD = 10000 atomic at 6 decimals) is refused when the
-    // decimals are known; an expired mandate always is.
+    // An expired mandate, and one whose total (0.009 USDC = 9000 atomic at 6 decimals) is below
+    // the payment's 10000, are refused.
     let mut expired = cart_mandate("cart-expired");
     expired["contents"]["cart_expiry"] = json!("2001-01-01T00:00:00Z");
     let late = with_extension(v2_body(&nonce()), json!({"sid": sid, "ap2": expired}));
@@ -502,6 +502,19 @@ async fn mandate_replay_is_refused_across_two_instances() {
             .as_str()
             .unwrap()
             .contains("expired"),
+        "{answer}"
+    );
+
+    let mut small = cart_mandate("cart-small");
+    small["contents"]["payment_request"]["details"]["total"]["amount"]["value"] = json!("0.009");
+    let over = with_extension(v2_body(&nonce()), json!({"sid": sid, "ap2": small}));
+    let (_, answer, _) = verify_with(&base_a, &over, &[]).await;
+    assert_eq!(answer["invalidReason"], "risk_denied", "{answer}");
+    assert!(
+        answer["invalidMessage"]
+            .as_str()
+            .unwrap()
+            .contains("exceeds"),
         "{answer}"
     );
 

@@ -128,8 +128,16 @@ fn shipped_pack_fires_on_every_fire_example_and_stays_quiet_on_every_quiet_one()
     let failures: Vec<_> = results.iter().filter(|r| !r.passed).collect();
     assert!(failures.is_empty(), "failing examples: {failures:#?}");
     for rule in set.rules() {
-        assert!(!rule.examples.fire.is_empty(), "{} has no fire example", rule.id);
-        assert!(!rule.examples.quiet.is_empty(), "{} has no quiet example", rule.id);
+        assert!(
+            !rule.examples.fire.is_empty(),
+            "{} has no fire example",
+            rule.id
+        );
+        assert!(
+            !rule.examples.quiet.is_empty(),
+            "{} has no quiet example",
+            rule.id
+        );
     }
     let (table, failed) = gatehouse::risk::cli::test_report(&set);
     assert_eq!(failed, 0);
@@ -275,7 +283,11 @@ fn scores_sum_enforced_weights_capped_at_100_and_thresholds_decide() {
     ];
     for (payments, score, decision, level) in cases {
         let a = set.evaluate_value(&history(json!({"payer_payments_1h": payments})), &T);
-        assert_eq!((a.score, a.decision, a.level), (score, decision, level), "{payments}");
+        assert_eq!(
+            (a.score, a.decision, a.level),
+            (score, decision, level),
+            "{payments}"
+        );
     }
     // Exactly at the thresholds.
     let at = Thresholds {
@@ -320,7 +332,11 @@ fn shadow_rules_change_only_the_shadow_decision() {
     assert_eq!((a.decision, a.score), (Decision::Allow, 0));
     assert_eq!(a.shadow_decision, Decision::Deny);
     assert!(a.reasons.is_empty(), "{:?}", a.reasons);
-    let c = a.contributions.iter().find(|c| c.rule == "shadow-deny").unwrap();
+    let c = a
+        .contributions
+        .iter()
+        .find(|c| c.rule == "shadow-deny")
+        .unwrap();
     assert!(c.fired && c.mode == RuleMode::Shadow);
     // Shadow weights count towards the shadow decision with the enforced ones: 30 + 80.
     let b = set.evaluate_value(
@@ -341,7 +357,10 @@ fn an_evaluation_error_fails_closed_to_review() {
     // it only affects the shadow decision.
     let set = load(&[("s.yaml", SCORING)]).unwrap();
     let a = set.evaluate_value(&ctx(json!({"payment": {"amount": "lots"}})), &T);
-    assert_eq!((a.decision, a.level, a.score), (Decision::Review, RiskLevel::Medium, 0));
+    assert_eq!(
+        (a.decision, a.level, a.score),
+        (Decision::Review, RiskLevel::Medium, 0)
+    );
     let broken = a
         .contributions
         .iter()
@@ -357,7 +376,11 @@ fn an_evaluation_error_fails_closed_to_review() {
         "{:?}",
         a.reasons
     );
-    let shadow = a.contributions.iter().find(|c| c.rule == "shadow-breaks").unwrap();
+    let shadow = a
+        .contributions
+        .iter()
+        .find(|c| c.rule == "shadow-breaks")
+        .unwrap();
     assert!(shadow.fired && shadow.error.is_some());
     assert_eq!(a.shadow_decision, Decision::Review);
     // A missing part of the context (no `payment` at all) also fails closed.
@@ -380,8 +403,14 @@ fn an_evaluation_error_fails_closed_to_review() {
 #[test]
 fn yaml_errors_name_the_file_and_line() {
     let got = problems(&[
-        ("a-good.yaml", "- id: ok\n  description: d\n  weight: 1\n  condition: \"true\"\n"),
-        ("b-bad.yaml", "- id: x\n  description: d\n  weight: 1\n  condition: \"true\"\n  extra: [\n"),
+        (
+            "a-good.yaml",
+            "- id: ok\n  description: d\n  weight: 1\n  condition: \"true\"\n",
+        ),
+        (
+            "b-bad.yaml",
+            "- id: x\n  description: d\n  weight: 1\n  condition: \"true\"\n  extra: [\n",
+        ),
     ]);
     assert_eq!(got.len(), 1, "{got:?}");
     assert!(got[0].starts_with("b-bad.yaml:"), "{got:?}");
@@ -398,7 +427,10 @@ fn cel_errors_name_the_line_of_the_rules_condition() {
     let text = "# header\n\n- id: fine\n  description: d\n  weight: 1\n  condition: \"true\"\n\n- id: broken\n  description: d\n  weight: 10\n  examples:\n    fire: [{}]\n  condition: >-\n    payment.amount ==\n";
     let got = problems(&[("cel.yaml", text)]);
     assert_eq!(got.len(), 1, "{got:?}");
-    assert!(got[0].starts_with("cel.yaml:13: rule `broken`: condition does not compile"), "{got:?}");
+    assert!(
+        got[0].starts_with("cel.yaml:13: rule `broken`: condition does not compile"),
+        "{got:?}"
+    );
 }
 
 #[test]
@@ -421,7 +453,10 @@ fn semantic_errors_name_file_line_and_rule() {
         "s.yaml:30: rule `bad-example`: examples.fire[0]: unknown field(s): session.payer_match",
     ];
     for w in want {
-        assert!(got.iter().any(|g| g.starts_with(w)), "missing {w:?} in {got:#?}");
+        assert!(
+            got.iter().any(|g| g.starts_with(w)),
+            "missing {w:?} in {got:#?}"
+        );
     }
     // The two null-unsafe conditions pass compilation but fail the load-time probe; the
     // probe runs only once every file compiles.
@@ -432,9 +467,15 @@ fn semantic_errors_name_file_line_and_rule() {
             "- id: unguarded\n  description: d\n  weight: 1\n  condition: \"session.expired\"\n",
         ),
     )]);
-    assert!(got.iter().any(|g| g.starts_with("p.yaml:1: rule `typo`: condition fails on")), "{got:#?}");
     assert!(
-        got.iter().any(|g| g.starts_with("p.yaml:5: rule `unguarded`: condition fails on a context without session")),
+        got.iter()
+            .any(|g| g.starts_with("p.yaml:1: rule `typo`: condition fails on")),
+        "{got:#?}"
+    );
+    assert!(
+        got.iter().any(|g| g.starts_with(
+            "p.yaml:5: rule `unguarded`: condition fails on a context without session"
+        )),
         "{got:#?}"
     );
 }
@@ -444,7 +485,10 @@ fn duplicate_ids_across_files_and_empty_directories_are_rejected() {
     let rule = "- id: same\n  description: d\n  weight: 1\n  condition: \"true\"\n";
     let got = problems(&[("a.yaml", rule), ("b.yml", &format!("# x\n{rule}"))]);
     assert_eq!(got.len(), 1, "{got:?}");
-    assert!(got[0].starts_with("b.yml:2: rule `same`: duplicate id (first defined at"), "{got:?}");
+    assert!(
+        got[0].starts_with("b.yml:2: rule `same`: duplicate id (first defined at"),
+        "{got:?}"
+    );
     assert!(got[0].contains("a.yaml:1)"), "{got:?}");
     let empty = tempfile::tempdir().unwrap();
     write(empty.path(), "README.md", "not a rule file");
@@ -470,7 +514,8 @@ fn the_set_id_is_a_content_hash() {
 // ---------------------------------------------------------------------------------------------
 // hot reload
 
-const V1: &str = "- id: r\n  description: one\n  weight: 50\n  condition: \"history.payer_payments_1h >= 1\"\n";
+const V1: &str =
+    "- id: r\n  description: one\n  weight: 50\n  condition: \"history.payer_payments_1h >= 1\"\n";
 const V2: &str = "- id: r\n  description: two\n  action: deny\n  condition: \"history.payer_payments_1h >= 1\"\n";
 const BROKEN: &str = "- id: r\n  description: three\n  action: deny\n  condition: \"history.payer_payments_1h >=\"\n";
 
@@ -511,7 +556,11 @@ fn reload_swaps_in_a_good_set_and_keeps_the_last_good_one_on_errors() {
     assert!(problem.file.ends_with("r.yaml"));
     assert_eq!(problem.line, Some(4));
     assert!(problem.reason.contains("does not compile"), "{problem}");
-    assert_eq!(engine.current().id(), v2, "the last good set stays in force");
+    assert_eq!(
+        engine.current().id(),
+        v2,
+        "the last good set stays in force"
+    );
     assert_eq!(score(&engine).decision, Decision::Deny);
     // The same broken content is not re-reported on every poll.
     assert!(matches!(engine.reload_now(4), ReloadOutcome::Unchanged));
@@ -628,9 +677,9 @@ async fn backtest_reports_the_decisions_a_new_set_would_change() {
     )])
     .unwrap();
     let contexts = [
-        history(json!({"payer_payments_1h": 9})),     // seq 1: before since
-        history(json!({"payer_payments_1h": 9})),     // seq 2: allow -> review
-        history(json!({"payer_payments_1h": 0})),     // seq 3: allow -> allow
+        history(json!({"payer_payments_1h": 9})), // seq 1: before since
+        history(json!({"payer_payments_1h": 9})), // seq 2: allow -> review
+        history(json!({"payer_payments_1h": 0})), // seq 3: allow -> allow
         ctx(json!({"endpoint": {"pay_to_known": false}})), // seq 4: allow -> deny
     ];
     for (i, context) in contexts.into_iter().enumerate() {
@@ -656,7 +705,15 @@ async fn backtest_reports_the_decisions_a_new_set_would_change() {
     let changes: Vec<_> = report
         .changed
         .iter()
-        .map(|c| (c.seq, c.old_decision, c.new_decision, c.old_score, c.new_score))
+        .map(|c| {
+            (
+                c.seq,
+                c.old_decision,
+                c.new_decision,
+                c.old_score,
+                c.new_score,
+            )
+        })
         .collect();
     assert_eq!(
         changes,

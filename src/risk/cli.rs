@@ -130,9 +130,18 @@ fn test(dir: &Path) -> ExitCode {
 /// The `rules test` table and the number of failed examples.
 pub fn test_report(set: &RuleSet) -> (String, usize) {
     let results = set.run_examples();
-    let width = results.iter().map(|r| r.rule.len()).max().unwrap_or(4).max(4);
+    let width = results
+        .iter()
+        .map(|r| r.rule.len())
+        .max()
+        .unwrap_or(4)
+        .max(4);
     let mut out = String::new();
-    let _ = writeln!(out, "{:<6} {:<width$} {:<9} {:<8} FILE", "RESULT", "RULE", "EXAMPLE", "OUTCOME");
+    let _ = writeln!(
+        out,
+        "{:<6} {:<width$} {:<9} {:<8} FILE",
+        "RESULT", "RULE", "EXAMPLE", "OUTCOME"
+    );
     for r in &results {
         let _ = writeln!(
             out,
@@ -402,7 +411,8 @@ impl BacktestReport {
                 c.kind,
                 decision_name(c.old_decision),
                 decision_name(c.new_decision),
-                c.old_score.map_or_else(|| "?".to_owned(), |s| s.to_string()),
+                c.old_score
+                    .map_or_else(|| "?".to_owned(), |s| s.to_string()),
                 c.new_score,
                 rules.join(" ")
             );
@@ -424,7 +434,11 @@ fn decision_name(decision: Decision) -> &'static str {
 pub fn parse_since(text: &str, now_ms: u64) -> Result<u64, String> {
     let text = text.trim();
     if let Ok(n) = text.parse::<u64>() {
-        return Ok(if text.len() >= 13 { n } else { n.saturating_mul(1000) });
+        return Ok(if text.len() >= 13 {
+            n
+        } else {
+            n.saturating_mul(1000)
+        });
     }
     if let Some(unit) = text.chars().last().filter(|c| "smhd".contains(*c)) {
         if let Ok(n) = text[..text.len() - 1].parse::<u64>() {
@@ -438,7 +452,9 @@ pub fn parse_since(text: &str, now_ms: u64) -> Result<u64, String> {
         }
     }
     parse_utc(text).ok_or_else(|| {
-        format!("`{text}` is not a time (2026-11-20T08:00:00Z, 2026-11-20, Unix seconds or ms, 24h, 7d)")
+        format!(
+            "`{text}` is not a time (2026-11-20T08:00:00Z, 2026-11-20, Unix seconds or ms, 24h, 7d)"
+        )
     })
 }
 
@@ -457,7 +473,9 @@ fn parse_utc(text: &str) -> Option<u64> {
     }
     let mut ms = 0u64;
     if let Some(time) = time {
-        let time = time.strip_suffix('Z').or_else(|| time.strip_suffix("+00:00"))?;
+        let time = time
+            .strip_suffix('Z')
+            .or_else(|| time.strip_suffix("+00:00"))?;
         let (hms, frac) = time.split_once('.').unwrap_or((time, ""));
         let mut hms = hms.split(':');
         let h: u64 = hms.next()?.parse().ok()?;

@@ -8,10 +8,10 @@ use std::time::Duration;
 
 use tokio::task::JoinHandle;
 
+use super::Assessment;
 use super::config::RiskConfig;
 use super::context::RiskContext;
 use super::rules::{RuleError, RuleSet, Thresholds, content_hash, read_rule_files};
-use super::Assessment;
 use crate::clock::SharedClock;
 
 /// What a reload attempt did.
@@ -183,8 +183,7 @@ impl RuleEngine {
                 let engine = Arc::clone(&self);
                 let clock = Arc::clone(&clock);
                 // Reading and compiling files blocks; keep it off the async workers.
-                let polled =
-                    tokio::task::spawn_blocking(move || engine.poll(clock.now_ms())).await;
+                let polled = tokio::task::spawn_blocking(move || engine.poll(clock.now_ms())).await;
                 if let Err(error) = polled {
                     tracing::error!(error = %error, "Risk rule reload panicked; keeping the set in force.");
                 }

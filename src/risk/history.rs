@@ -12,8 +12,11 @@ use crate::protocol::Payment;
 use crate::store::risk::HistoryCounts;
 use crate::verdict::Gate;
 
+/// `(host, path, query parameters)` of a URL.
+pub type UrlParts = (String, String, Vec<(String, String)>);
+
 /// `(host, path, query)` of a resource URL.
-pub fn split_url(url: &str) -> Option<(String, String, Vec<(String, String)>)> {
+pub fn split_url(url: &str) -> Option<UrlParts> {
     let rest = url.split_once("://")?.1;
     let rest = rest.split('#').next().unwrap_or(rest);
     let (authority, path_query) = match rest.find('/') {
@@ -54,7 +57,13 @@ pub fn endpoint_key(resource: Option<&str>) -> Option<String> {
 /// The payment, as rules see it.
 pub fn payment_facts(payment: &Payment, gate: Gate) -> PaymentFacts {
     let amount = payment.amount.to_string();
-    let amount_units = payment.decimals.and_then(|d| {
+    // Decimals from the payment, else from the known-asset table (EVM).
+    let decimals = payment.decimals.or_else(|| {
+        let chain_id = payment.evm_chain_id()?;
+        let asset = payment.asset.parse().ok()?;
+        crate::chain::evm::assets::asset_decimals(chain_id, asset)
+    });
+    let amount_units = decimals.and_then(|d| {
         let a: f64 = amount.parse().ok()?;
         Some(a / 10f64.powi(i32::from(d)))
     });
@@ -65,7 +74,7 @@ pub fn payment_facts(payment: &Payment, gate: Gate) -> PaymentFacts {
         asset: payment.asset.clone(),
         amount,
         amount_units,
-        decimals: payment.decimals,
+        decimals,
         payer: payment.payer.as_deref().map(crate::admin::normalise_pay_to),
         pay_to: payment.pay_to.clone(),
         resource: payment.resource.clone(),

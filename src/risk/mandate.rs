@@ -391,13 +391,12 @@ pub fn evaluate(input: &MandateInput, pay: &PaymentView<'_>, keys: &MandateKeys)
         let Some(amount) = item.and_then(|i| i.get("amount")) else {
             return;
         };
-        match (decimals, amount.get("value")) {
-            (Some(d), Some(v)) => match units_to_atomic(v, d) {
+        // Without the token's decimals a currency amount cannot be compared: not a limit.
+        if let (Some(d), Some(v)) = (decimals, amount.get("value")) {
+            match units_to_atomic(v, d) {
                 Some(max) => maxima.push(max),
                 None => problems.push(format!("{what}.amount.value is not a decimal amount")),
-            },
-            // Without the token's decimals a currency amount cannot be compared: not a limit.
-            _ => {}
+            }
         }
     };
 

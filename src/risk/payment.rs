@@ -17,8 +17,8 @@ use serde_json::{Value, json};
 
 use super::config::RiskConfig;
 use super::context::{PaymentFacts, RiskContext, TraceFacts};
-use super::mandate::{self, MandateInput, MandateKeys, PaymentView};
 use super::engine::RuleEngine;
+use super::mandate::{self, MandateInput, MandateKeys, PaymentView};
 use super::session::{facts as session_facts, is_uuid, new_id};
 use super::{Assessment, Decision, RiskLevel, history};
 use crate::clock::SharedClock;

@@ -27,8 +27,8 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use super::context::{
-    EndpointFacts, HistoryFacts, MandateFacts, PaymentFacts, RiskContext, SessionFacts,
-    TraceEvent, TraceFacts,
+    EndpointFacts, HistoryFacts, MandateFacts, PaymentFacts, RiskContext, SessionFacts, TraceEvent,
+    TraceFacts,
 };
 use super::{Assessment, Contribution, Decision, RiskLevel, RuleMode};
 
@@ -44,7 +44,9 @@ pub const MAX_CONDITION_BYTES: usize = 8 * 1024;
 pub const MAX_VALUE_DEPTH: usize = 32;
 
 /// The CEL variables rules see: the top-level fields of [`RiskContext`].
-pub const VARIABLES: [&str; 6] = ["payment", "session", "trace", "mandate", "history", "endpoint"];
+pub const VARIABLES: [&str; 6] = [
+    "payment", "session", "trace", "mandate", "history", "endpoint",
+];
 
 /// Score thresholds (`[risk] review_at / deny_at`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -395,18 +397,17 @@ impl RuleSet {
     /// check): at run time such a rule would hold every payment for review.
     fn probe(&self) -> Result<(), RuleError> {
         let bare = example_base();
-        let full = match merge_example(
-            &serde_json::json!({"session": {}, "trace": {}, "mandate": {}}),
-        ) {
-            Ok(value) => value,
-            Err(reason) => {
-                return Err(RuleError::Invalid(vec![RuleProblem {
-                    file: PathBuf::from("<probe>"),
-                    line: None,
-                    reason,
-                }]));
-            }
-        };
+        let full =
+            match merge_example(&serde_json::json!({"session": {}, "trace": {}, "mandate": {}})) {
+                Ok(value) => value,
+                Err(reason) => {
+                    return Err(RuleError::Invalid(vec![RuleProblem {
+                        file: PathBuf::from("<probe>"),
+                        line: None,
+                        reason,
+                    }]));
+                }
+            };
         let mut problems = Vec::new();
         for (probe, what) in [
             (&bare, "a context without session, trace and mandate"),
@@ -449,7 +450,8 @@ impl RuleSet {
             Ok(value) => self.evaluate_value(&value, thresholds),
             // Unreachable for the derived Serialize, but an unscorable context must not allow.
             Err(error) => {
-                let outcomes = vec![Err(format!("context not serialisable: {error}")); self.rules.len()];
+                let outcomes =
+                    vec![Err(format!("context not serialisable: {error}")); self.rules.len()];
                 self.assess(outcomes, thresholds)
             }
         }
@@ -651,7 +653,10 @@ fn parse_file(
         }
     };
     if specs.is_empty() {
-        problems.push(problem(Some(1), "the file holds no rules (expected a list of rules)".into()));
+        problems.push(problem(
+            Some(1),
+            "the file holds no rules (expected a list of rules)".into(),
+        ));
         return;
     }
     let items = item_lines(text);
@@ -660,15 +665,18 @@ fn parse_file(
         let end = items.get(index + 1).copied().unwrap_or(usize::MAX);
         let condition_line = key_line(text, line, end, "condition").unwrap_or(line);
         let id = spec.id.clone();
-        let mut rule_problem =
-            |at: usize, reason: String| problems.push(problem(Some(at), format!("rule `{id}`: {reason}")));
+        let mut rule_problem = |at: usize, reason: String| {
+            problems.push(problem(Some(at), format!("rule `{id}`: {reason}")))
+        };
         if spec.id.is_empty()
-            || !spec
-                .id
-                .chars()
-                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '-' | '_' | '.'))
+            || !spec.id.chars().all(|c| {
+                c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '-' | '_' | '.')
+            })
         {
-            rule_problem(line, "id must be non-empty lowercase letters, digits, `-`, `_` or `.`".into());
+            rule_problem(
+                line,
+                "id must be non-empty lowercase letters, digits, `-`, `_` or `.`".into(),
+            );
             continue;
         }
         if spec.description.trim().is_empty() {
@@ -680,7 +688,10 @@ fn parse_file(
                 continue;
             }
             (None, None) => {
-                rule_problem(line, "needs a `weight` (points) or an `action` (deny | review)".into());
+                rule_problem(
+                    line,
+                    "needs a `weight` (points) or an `action` (deny | review)".into(),
+                );
                 continue;
             }
             (Some(w), None) if w == 0 || w > 100 => {
@@ -691,7 +702,10 @@ fn parse_file(
             (None, Some(a)) => Effect::Action(a),
         };
         if spec.condition.len() > MAX_CONDITION_BYTES {
-            rule_problem(condition_line, format!("condition longer than {MAX_CONDITION_BYTES} bytes"));
+            rule_problem(
+                condition_line,
+                format!("condition longer than {MAX_CONDITION_BYTES} bytes"),
+            );
             continue;
         }
         let program = match env.compile(&spec.condition) {
@@ -699,7 +713,10 @@ fn parse_file(
             Err(error) => {
                 rule_problem(
                     condition_line,
-                    format!("condition does not compile: {}", error.to_string().replace('\n', "; ")),
+                    format!(
+                        "condition does not compile: {}",
+                        error.to_string().replace('\n', "; ")
+                    ),
                 );
                 continue;
             }
@@ -765,7 +782,8 @@ fn key_line(text: &str, from: usize, to: usize, key: &str) -> Option<usize> {
         .take_while(|(i, _)| i + 1 < to)
         .find(|(_, raw)| {
             let t = raw.trim_start().trim_start_matches("- ").trim_start();
-            t.strip_prefix(key).is_some_and(|rest| rest.starts_with(':'))
+            t.strip_prefix(key)
+                .is_some_and(|rest| rest.starts_with(':'))
         })
         .map(|(i, _)| i + 1)
 }
@@ -983,7 +1001,10 @@ impl RuleSet {
                 }
                 for (i, ctx) in list.iter().enumerate() {
                     let (passed, outcome) = match self.rule_fires(index, ctx) {
-                        Ok(fired) => (fired == want, if fired { "fired" } else { "quiet" }.to_owned()),
+                        Ok(fired) => (
+                            fired == want,
+                            if fired { "fired" } else { "quiet" }.to_owned(),
+                        ),
                         Err(error) => (false, format!("error: {error}")),
                     };
                     results.push(ExampleResult {

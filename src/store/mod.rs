@@ -7,8 +7,8 @@
 //! This module must not decide policy: it reports what the journal says, and the pipeline
 //! decides what to answer.
 
-pub mod risk;
 mod ops;
+pub mod risk;
 mod sql;
 
 use std::fmt;
