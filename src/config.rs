@@ -53,6 +53,8 @@ pub struct Config {
     /// Operations (`[ops]`): metrics listener, shutdown drain, readiness probes.
     #[serde(default)]
     pub ops: crate::metrics::OpsConfig,
+    /// Evidence signing key, dispute limits and retention (`[evidence]`).
+    pub evidence: crate::evidence::config::EvidenceConfig,
 }
 
 impl Default for Config {
@@ -70,6 +72,7 @@ impl Default for Config {
             policy: PolicyConfig::default(),
             risk: crate::risk::RiskConfig::default(),
             ops: crate::metrics::OpsConfig::default(),
+            evidence: crate::evidence::config::EvidenceConfig::default(),
         }
     }
 }
@@ -326,6 +329,7 @@ impl Config {
         problems.extend(self.policy.problems());
         problems.extend(self.admin.problems());
         problems.extend(self.risk.problems());
+        problems.extend(self.evidence.problems());
         if problems.is_empty() {
             Ok(())
         } else {

@@ -1,4 +1,5 @@
-//! The `gatehouse` binary: `serve`, `migrate`, `check-config`, `admin token`, `rules`.
+//! The `gatehouse` binary: `serve`, `migrate`, `check-config`, `admin token`, `rules ...`,
+//! `evidence ...`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -31,6 +32,9 @@ enum Command {
     /// Risk rule tools: check, test, backtest.
     #[command(subcommand)]
     Rules(gatehouse::risk::cli::RulesCommand),
+    /// Evidence: show, search, export, verify, prune.
+    #[command(subcommand)]
+    Evidence(gatehouse::evidence::cli::EvidenceCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -80,6 +84,9 @@ fn main() -> ExitCode {
     if let Some(Command::Admin(AdminCommand::Token { name, scopes })) = &cli.command {
         return mint_token(name, scopes);
     }
+    if let Some(Command::Evidence(command)) = cli.command {
+        return gatehouse::evidence::cli::main(command, cli.config.as_deref());
+    }
     let config = match Config::load(cli.config.as_deref()) {
         Ok(config) => config,
         Err(error) => {
@@ -113,7 +120,7 @@ fn main() -> ExitCode {
             }
             Command::Serve | Command::CheckConfig => serve(config).await,
             // Handled before the runtime starts.
-            Command::Admin(_) | Command::Rules(_) => Ok(()),
+            Command::Admin(_) | Command::Rules(_) | Command::Evidence(_) => Ok(()),
         }
     });
     match result {

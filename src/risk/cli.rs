@@ -197,6 +197,17 @@ fn run_backtest(args: BacktestArgs, config_path: Option<&Path>) -> anyhow::Resul
         (None, Some(config)) => config.database_url.expose().to_owned(),
         (None, None) => anyhow::bail!("no database URL"),
     };
+    // Read-only: don't let the SQLite driver create an empty database for a mistyped path.
+    if let Some(path) = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))
+        .map(|rest| rest.split('?').next().unwrap_or(rest))
+        && !path.is_empty()
+        && path != ":memory:"
+        && !Path::new(path).exists()
+    {
+        anyhow::bail!("no database at {path}");
+    }
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;

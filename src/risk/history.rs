@@ -2,9 +2,7 @@
 //! the normalised payment as rules see it, counts from the store (payer velocity, same
 //! resource, first-seen endpoint, free-then-paid), and what the operator configured about the
 //! endpoint (known brand wallets, traces required).
-//!
-//! Upheld disputes are not counted yet: the dispute tables belong to the evidence area and are
-//! read here once they exist (until then `payer_disputes_upheld` is 0).
+//! Upheld disputes come from the evidence area's dispute records (`refund_owed` outcomes).
 
 use super::config::RiskConfig;
 use super::context::{EndpointFacts, HistoryFacts, PaymentFacts};
@@ -90,14 +88,18 @@ pub fn payment_facts(payment: &Payment, gate: Gate) -> PaymentFacts {
 }
 
 /// History facts from the store's counts.
-pub fn history_facts(counts: &HistoryCounts, endpoint_known: bool) -> HistoryFacts {
+pub fn history_facts(
+    counts: &HistoryCounts,
+    endpoint_known: bool,
+    disputes_upheld: u64,
+) -> HistoryFacts {
     HistoryFacts {
         payer_payments_1h: counts.payer_1h,
         payer_payments_24h: counts.payer_24h,
         payer_same_resource_5m: counts.same_resource_5m,
         payer_to_payee_before: counts.to_payee,
         endpoint_first_seen: endpoint_known && counts.endpoint_seen == 0,
-        payer_disputes_upheld: 0,
+        payer_disputes_upheld: disputes_upheld,
         payer_free_payments_to_endpoint: counts.free_to_endpoint,
     }
 }

@@ -430,11 +430,17 @@ impl RiskService {
                 now_ms,
             })
             .await?;
+        let disputes_upheld = match &payment.payer {
+            Some(payer) => {
+                crate::evidence::dispute::upheld_disputes_for_payer(&*self.store, payer).await?
+            }
+            None => 0,
+        };
         if session.is_none() && inputs.sid.is_none() {
             notes.push("no risk session named".into());
         }
         let context = RiskContext {
-            history: history::history_facts(&counts, endpoint.is_some()),
+            history: history::history_facts(&counts, endpoint.is_some(), disputes_upheld),
             endpoint: history::endpoint_facts(&self.config, &payment),
             payment,
             session,

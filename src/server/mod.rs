@@ -58,6 +58,8 @@ pub struct AppState {
     pub drain: ops::Drain,
     /// Cached chain RPC liveness for `/ready`.
     pub rpc_probe: Arc<ops::RpcProbe>,
+    /// Evidence queries, bundles, disputes and retention.
+    pub evidence: Arc<crate::evidence::EvidenceService>,
 }
 
 /// Starting the server failed.
@@ -69,6 +71,9 @@ pub enum StartError {
     /// The store could not be opened or migrated.
     #[error("store: {0}")]
     Store(#[from] crate::store::StoreError),
+    /// The evidence signing key could not be loaded or created.
+    #[error(transparent)]
+    Signing(#[from] crate::evidence::signing::SigningError),
     /// The upstream client could not be built.
     #[error("upstream: {0}")]
     Upstream(#[from] crate::upstream::UpstreamError),
@@ -102,6 +107,15 @@ pub async fn build_state(config: Config, clock: SharedClock) -> Result<AppState,
     ));
     let risk = crate::risk::payment::RiskService::build(&config.risk, store.clone(), clock.clone())
         .map_err(|problem| StartError::Config(ConfigError::Invalid(vec![problem])))?;
+    let evidence = Arc::new(crate::evidence::EvidenceService {
+        store: store.clone(),
+        clock: clock.clone(),
+        signer: Arc::new(crate::evidence::signer_for(
+            &config.evidence,
+            config.database_url.expose(),
+        )?),
+        config: config.evidence.clone(),
+    });
     let pipeline = Arc::new(
         Pipeline::new(store, upstream, chains, clock)
             .with_settlers(settlers)
@@ -113,6 +127,7 @@ pub async fn build_state(config: Config, clock: SharedClock) -> Result<AppState,
         admin: crate::admin::Authenticator::new(&config.admin),
         drain: ops::Drain::default(),
         rpc_probe: Arc::new(ops::RpcProbe::new(&config)),
+        evidence,
         config: Arc::new(config),
         reconciler,
         svm,
@@ -240,6 +255,7 @@ pub fn app(state: AppState) -> Router {
         ))
         .merge(crate::risk::routes::routes())
         .merge(openapi::routes())
+        .merge(crate::evidence::admin::public_routes())
         .nest("/admin", crate::admin::routes(state.clone()))
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(
@@ -289,6 +305,7 @@ pub struct Running {
     fee_payer_task: Option<tokio::task::JoinHandle<()>>,
     /// Reloads the risk rules on change.
     rules_task: Option<tokio::task::JoinHandle<()>>,
+    prune_task: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Drop for Running {
@@ -297,7 +314,10 @@ impl Drop for Running {
         if let Some(task) = &self.metrics_task {
             task.abort();
         }
-        if let Some(task) = &self.fee_payer_task {
+        for task in [&self.fee_payer_task, &self.prune_task]
+            .into_iter()
+            .flatten()
+        {
             task.abort();
         }
         if let Some(task) = &self.rules_task {
@@ -312,7 +332,10 @@ impl Running {
     /// keeps its in-flight journal entry, which the reconciler resolves later.
     pub async fn stop(mut self) -> std::io::Result<()> {
         self.reconcile_task.abort();
-        if let Some(task) = &self.fee_payer_task {
+        for task in [&self.fee_payer_task, &self.prune_task]
+            .into_iter()
+            .flatten()
+        {
             task.abort();
         }
         if let Some(task) = &self.rules_task {
@@ -395,6 +418,10 @@ pub async fn start_with_clock(config: Config, clock: SharedClock) -> Result<Runn
         let engine = risk.engine()?.clone();
         Some(engine.spawn_reload(risk.clock().clone()))
     });
+    let prune_task = crate::evidence::retention::spawn(
+        state.evidence.clone(),
+        Duration::from_secs(state.config.evidence.prune_interval_secs),
+    );
     tracing::info!(%addr, "Gatehouse listening.");
     Ok(Running {
         addr,
@@ -405,6 +432,7 @@ pub async fn start_with_clock(config: Config, clock: SharedClock) -> Result<Runn
         reconcile_task,
         fee_payer_task,
         rules_task,
+        prune_task,
     })
 }
 

@@ -7,6 +7,7 @@
 //! This module must not decide policy: it reports what the journal says, and the pipeline
 //! decides what to answer.
 
+pub mod evidence;
 mod ops;
 pub mod risk;
 mod sql;
@@ -40,7 +41,9 @@ pub async fn connect(database_url: &str) -> Result<Arc<dyn Store>, StoreError> {
 
 /// The persistence interface the pipeline, admin API and CLI use.
 #[async_trait]
-pub trait Store: Send + Sync + fmt::Debug + OpsStore + risk::RiskStore {
+pub trait Store:
+    Send + Sync + fmt::Debug + OpsStore + evidence::EvidenceStore + risk::RiskStore
+{
     /// Which database this is.
     fn backend(&self) -> Backend;
 
