@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
@@ -55,6 +55,15 @@ pub struct Config {
     pub ops: crate::metrics::OpsConfig,
     /// Evidence signing key, dispute limits and retention (`[evidence]`).
     pub evidence: crate::evidence::config::EvidenceConfig,
+    /// A file holding the policy instead of `[policy]` (TOML, or YAML by extension),
+    /// hot-reloaded when it changes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy_file: Option<PathBuf>,
+    /// How often `policy_file` is checked for changes, in seconds.
+    pub policy_reload_secs: u64,
+    /// Webhooks (`[[webhooks]]`) for policy and review events.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub webhooks: Vec<crate::webhook::WebhookConfig>,
 }
 
 impl Default for Config {
@@ -73,6 +82,9 @@ impl Default for Config {
             risk: crate::risk::RiskConfig::default(),
             ops: crate::metrics::OpsConfig::default(),
             evidence: crate::evidence::config::EvidenceConfig::default(),
+            policy_file: None,
+            policy_reload_secs: 2,
+            webhooks: Vec::new(),
         }
     }
 }
@@ -277,10 +289,17 @@ impl Config {
             }
             if chain.settlement == SettlementMode::Local {
                 let key = format!("chains.\"{id}\"");
-                if !id.starts_with("eip155:") {
+                if !id.starts_with("eip155:") && !id.starts_with("solana:") {
                     problem(
                         &format!("{key}.settlement"),
-                        "local settlement is only available on eip155 chains".into(),
+                        "local settlement is only available on eip155 and solana chains".into(),
+                    );
+                }
+                if id.starts_with("solana:") && !chain.fee_payers.is_empty() {
+                    problem(
+                        &format!("{key}.fee_payers"),
+                        "not used with local settlement: the only fee payer is the signer key"
+                            .into(),
                     );
                 }
                 if !chain.onchain_checks || chain.rpc_urls.is_empty() {
@@ -326,7 +345,17 @@ impl Config {
         if self.reconcile_interval_secs == 0 {
             problem("reconcile_interval_secs", "must be greater than 0".into());
         }
+        if self.policy_file.is_some() && !self.policy.is_empty() {
+            problem(
+                "policy_file",
+                "set [policy] or policy_file, not both".into(),
+            );
+        }
+        if self.policy_reload_secs == 0 {
+            problem("policy_reload_secs", "must be greater than 0".into());
+        }
         problems.extend(self.policy.problems());
+        problems.extend(crate::webhook::problems(&self.webhooks));
         problems.extend(self.admin.problems());
         problems.extend(self.risk.problems());
         problems.extend(self.evidence.problems());

@@ -18,3 +18,4 @@ pub mod store;
 pub mod telemetry;
 pub mod upstream;
 pub mod verdict;
+pub mod webhook;

@@ -4,7 +4,8 @@
 //! place ([`Run::push_checked`]), and never a silent allow.
 //!
 //! Who settles is chosen per chain, once, by [`Settlers`]: the upstream facilitator
-//! (`settlement = "forward"`) or Gatehouse's own [`EvmSettler`] (`"local"`). Everything around
+//! (`settlement = "forward"`) or Gatehouse's own [`EvmSettler`] / [`SvmSettler`] (`"local"`).
+//! Everything around
 //! that one seam (journal claim, evidence, exactly-once) is the same for both.
 
 use std::collections::BTreeMap;
@@ -17,9 +18,10 @@ use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
 
 use crate::chain::evm::settle::{EvmSettler, SettleOutcome};
+use crate::chain::svm::settle::{SvmSettleOutcome, SvmSettler};
 use crate::chain::{ChainCheckers, ChainError};
 use crate::clock::SharedClock;
-use crate::policy::{Hold, Policy};
+use crate::policy::{Hold, Policy, PolicyHandle};
 use crate::protocol::{
     DecodeError, FacilitatorRequest, Payment, SettleResponse, VerifyResponse, X402Version,
     normalise,
@@ -87,6 +89,7 @@ pub enum PipelineError {
 #[derive(Debug, Clone, Default)]
 pub struct Settlers {
     local: BTreeMap<String, Arc<EvmSettler>>,
+    local_svm: BTreeMap<String, Arc<SvmSettler>>,
 }
 
 impl Settlers {
@@ -101,8 +104,23 @@ impl Settlers {
         self.local.iter().map(|(id, s)| (id.as_str(), s))
     }
 
+    /// Solana payments on `network` (CAIP-2) are settled by `settler`, as its fee payer.
+    pub fn with_local_svm(mut self, network: &str, settler: Arc<SvmSettler>) -> Self {
+        self.local_svm.insert(network.to_owned(), settler);
+        self
+    }
+
+    /// The locally settled Solana networks (CAIP-2) and their settlers.
+    pub fn local_svm(&self) -> impl Iterator<Item = (&str, &Arc<SvmSettler>)> {
+        self.local_svm.iter().map(|(id, s)| (id.as_str(), s))
+    }
+
     fn for_payment(&self, payment: &Payment) -> Settlement<'_> {
-        match self.local.get(payment.network.caip2.as_str()) {
+        let network = payment.network.caip2.as_str();
+        if let Some(settler) = self.local_svm.get(network) {
+            return Settlement::LocalSvm(settler);
+        }
+        match self.local.get(network) {
             Some(settler) => Settlement::Local(settler),
             None => Settlement::Forward,
         }
@@ -115,6 +133,8 @@ enum Settlement<'a> {
     Forward,
     /// Gatehouse settles from its own key; the on-chain check is the only verification.
     Local(&'a EvmSettler),
+    /// The same on Solana: Gatehouse signs as the fee payer and sends.
+    LocalSvm(&'a SvmSettler),
 }
 
 /// The verify and settle pipelines, shared by every request.
@@ -125,7 +145,7 @@ pub struct Pipeline {
     chains: ChainCheckers,
     settlers: Settlers,
     clock: SharedClock,
-    policy: Arc<Policy>,
+    policy: PolicyHandle,
     risk: Option<Arc<RiskService>>,
 }
 
@@ -143,7 +163,7 @@ impl Pipeline {
             chains,
             settlers: Settlers::default(),
             clock,
-            policy: Arc::new(Policy::default()),
+            policy: PolicyHandle::default(),
             risk: None,
         }
     }
@@ -167,8 +187,18 @@ impl Pipeline {
 
     /// Applies a spending policy (the default checks nothing).
     pub fn with_policy(mut self, policy: Policy) -> Self {
-        self.policy = Arc::new(policy);
+        self.policy = PolicyHandle::new(policy);
         self
+    }
+
+    /// The policy in force, swappable at runtime (hot reload, admin API).
+    pub fn policy(&self) -> &PolicyHandle {
+        &self.policy
+    }
+
+    /// The clock every step reads.
+    pub fn clock(&self) -> &SharedClock {
+        &self.clock
     }
 
     /// Gate 1: every check, the decision recorded, then the upstream's own verify.
@@ -195,7 +225,7 @@ impl Pipeline {
                 payer,
             ),
             None => match payment.as_ref().map(|p| self.settlers.for_payment(p)) {
-                Some(Settlement::Local(_)) => {
+                Some(Settlement::Local(_) | Settlement::LocalSvm(_)) => {
                     run.push(Verdict::allow(Step::Upstream).with_checked(
                         "local settlement: no upstream verify; the on-chain check is the authority",
                     ));
@@ -375,7 +405,11 @@ impl Pipeline {
                 classify_settle(&request, &payment, &network, forwarded)
             }
             Settlement::Local(settler) => {
-                let outcome = settler.settle(&payment).await;
+                let outcome = settler.settle(&payment).await.map(LocalOutcome::from);
+                classify_local(&request, &payment, &network, outcome)
+            }
+            Settlement::LocalSvm(settler) => {
+                let outcome = settler.settle(&payment).await.map(LocalOutcome::from);
                 classify_local(&request, &payment, &network, outcome)
             }
         };
@@ -416,9 +450,16 @@ impl Pipeline {
         let chain = self.chains.check(&payment, run.gate, now_secs).await;
         run.push_checked(Step::Chain, chain);
         if run.allowed() {
-            let decision = self
-                .policy
-                .check(&*self.store, &payment, &run.request_id, self.clock.now_ms())
+            // One policy for the whole check, even if it is swapped meanwhile.
+            let policy = self.policy.current();
+            let decision = policy
+                .check(
+                    &*self.store,
+                    &payment,
+                    None,
+                    &run.request_id,
+                    self.clock.now_ms(),
+                )
                 .await;
             run.hold = decision.as_ref().map_or(Hold::None, |d| d.hold);
             run.push_checked(Step::Policy, decision.map(|d| d.verdict));
@@ -621,9 +662,8 @@ impl Pipeline {
     /// After the upstream answered: settled (or unknown, the money may have moved) commits
     /// the payment's reservation; a definitive failure releases it.
     async fn settle_budget(&self, payment: &Payment, state: SettlementState) {
-        if self.policy.is_empty() {
-            return;
-        }
+        // No shortcut on an empty policy: it may have been swapped since the verify that
+        // made the hold; with no hold this is one indexed read.
         let now_ms = self.clock.now_ms();
         let result = match state {
             SettlementState::Settled | SettlementState::Pending => {
@@ -875,7 +915,48 @@ impl Settlement<'_> {
     fn label(&self) -> &'static str {
         match self {
             Settlement::Forward => "forward",
-            Settlement::Local(_) => "local",
+            Settlement::Local(_) | Settlement::LocalSvm(_) => "local",
+        }
+    }
+}
+
+/// A local settlement's outcome, chain-neutral (transaction ids as the wire shows them).
+enum LocalOutcome {
+    Settled { tx: String },
+    Failed { reason: Reason, tx: Option<String> },
+    Pending { tx: String, detail: String },
+}
+
+impl From<SettleOutcome> for LocalOutcome {
+    fn from(outcome: SettleOutcome) -> Self {
+        match outcome {
+            SettleOutcome::Settled { tx } => Self::Settled {
+                tx: format!("{tx:#x}"),
+            },
+            SettleOutcome::Failed { reason, tx } => Self::Failed {
+                reason,
+                tx: tx.map(|t| format!("{t:#x}")),
+            },
+            SettleOutcome::Pending { tx, detail } => Self::Pending {
+                tx: format!("{tx:#x}"),
+                detail,
+            },
+        }
+    }
+}
+
+impl From<SvmSettleOutcome> for LocalOutcome {
+    fn from(outcome: SvmSettleOutcome) -> Self {
+        match outcome {
+            SvmSettleOutcome::Settled { signature } => Self::Settled { tx: signature },
+            SvmSettleOutcome::Failed { reason, signature } => Self::Failed {
+                reason,
+                tx: signature,
+            },
+            SvmSettleOutcome::Pending { signature, detail } => Self::Pending {
+                tx: signature,
+                detail,
+            },
         }
     }
 }
@@ -886,7 +967,7 @@ fn classify_local(
     request: &FacilitatorRequest,
     payment: &Payment,
     network: &str,
-    outcome: Result<SettleOutcome, ChainError>,
+    outcome: Result<LocalOutcome, ChainError>,
 ) -> Settled {
     let payer = payment.payer.clone();
     let not_settled = |state, reason: Reason, tx: Option<String>, summary: Value| Settled {
@@ -905,25 +986,20 @@ fn classify_local(
         upstream: summary,
     };
     match outcome {
-        Ok(SettleOutcome::Settled { tx }) => {
-            let hash = format!("{tx:#x}");
-            Settled {
-                state: SettlementState::Settled,
-                status: StatusCode::OK,
-                response: settled_response(payer.clone(), network, &hash),
-                upstream: json!({"settlement": "local", "outcome": "settled", "transaction": &hash}),
-                transaction: Some(hash),
-                reason: ReasonCode::Upstream(String::new()),
-                message: String::new(),
-            }
-        }
-        Ok(SettleOutcome::Failed { reason, tx }) => {
-            let hash = tx.map(|t| format!("{t:#x}"));
+        Ok(LocalOutcome::Settled { tx: hash }) => Settled {
+            state: SettlementState::Settled,
+            status: StatusCode::OK,
+            response: settled_response(payer.clone(), network, &hash),
+            upstream: json!({"settlement": "local", "outcome": "settled", "transaction": &hash}),
+            transaction: Some(hash),
+            reason: ReasonCode::Upstream(String::new()),
+            message: String::new(),
+        },
+        Ok(LocalOutcome::Failed { reason, tx: hash }) => {
             let summary = json!({"settlement": "local", "outcome": "failed", "transaction": &hash});
             not_settled(SettlementState::Failed, reason, hash, summary)
         }
-        Ok(SettleOutcome::Pending { tx, detail }) => {
-            let hash = format!("{tx:#x}");
+        Ok(LocalOutcome::Pending { tx: hash, detail }) => {
             let summary = json!({"settlement": "local", "outcome": "pending", "transaction": &hash, "detail": &detail});
             let reason = Reason::new(
                 ReasonCode::SettlementPending,

@@ -39,9 +39,7 @@ fn evidence_config(
     config
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn payments_are_searchable_scoped_and_tell_their_story() {
-    let db = TestDb::sqlite();
+async fn payments_are_searchable_scoped_and_tell_their_story(db: TestDb) {
     let keys = tempfile::tempdir().expect("dir");
     let upstream = test_upstream::start(std::time::Duration::ZERO).await;
     let gh = start(evidence_config(&db, &upstream.url, keys.path())).await;
@@ -455,4 +453,77 @@ async fn retention_keeps_the_chain_verifiable(db: TestDb) {
     gh.stop().await.expect("stops");
 }
 
-on_both_backends!(retention_keeps_the_chain_verifiable);
+on_both_backends!(
+    payments_are_searchable_scoped_and_tell_their_story,
+    retention_keeps_the_chain_verifiable
+);
+
+/// A buyer opens a dispute without a token, by signing with the paying wallet.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn buyers_open_disputes_with_their_wallet_signature() {
+    use alloy::signers::SignerSync as _;
+    use gatehouse::evidence::dispute::buyer_message;
+
+    let db = TestDb::sqlite();
+    let keys = tempfile::tempdir().expect("dir");
+    let upstream = test_upstream::start(std::time::Duration::ZERO).await;
+    let now = 1_900_000_000_000u64;
+    let (gh, _clock) = start_at(evidence_config(&db, &upstream.url, keys.path()), now).await;
+    let base = format!("http://{}", gh.addr);
+
+    let wallet = alloy::signers::local::PrivateKeySigner::random();
+    let payer = wallet.address().to_string().to_lowercase();
+    let mut body = v2_body(&nonce());
+    body["paymentPayload"]["payload"]["authorization"]["from"] = json!(payer);
+    let (status, answer, _) = post_json(&format!("{base}/settle"), &body).await;
+    assert_eq!(
+        (status, answer["success"].clone()),
+        (200, json!(true)),
+        "{answer}"
+    );
+    let (_, page) = admin_get(&format!("{base}/admin/payments?payer={payer}"), OPERATOR).await;
+    let fp = page["payments"][0]["fingerprint"]
+        .as_str()
+        .expect("fp")
+        .to_owned();
+
+    let reason = "charged twice";
+    let sign = |key: &alloy::signers::local::PrivateKeySigner, ts: u64| {
+        let sig = key
+            .sign_message_sync(buyer_message(&fp, reason, ts).as_bytes())
+            .expect("sign");
+        format!("0x{}", hex::encode(sig.as_bytes()))
+    };
+    let request = |signature: String, ts: u64| json!({"fingerprint": &fp, "reason": reason, "timestamp_ms": ts, "signature": signature});
+    let url = format!("{base}/disputes");
+
+    // Someone else's wallet, a stale signature, a signature over another reason: refused.
+    let stranger = alloy::signers::local::PrivateKeySigner::random();
+    let (status, bad, _) = post_json(&url, &request(sign(&stranger, now), now)).await;
+    assert_eq!(
+        (status, bad["error"]["field"].clone()),
+        (400, json!("signature")),
+        "{bad}"
+    );
+    let stale = now - 3_600_000;
+    let (status, bad, _) = post_json(&url, &request(sign(&wallet, stale), stale)).await;
+    assert_eq!(
+        (status, bad["error"]["field"].clone()),
+        (400, json!("timestamp_ms")),
+        "{bad}"
+    );
+    let mut other_reason = request(sign(&wallet, now), now);
+    other_reason["reason"] = json!("something else");
+    let (status, _, _) = post_json(&url, &other_reason).await;
+    assert_eq!(status, 400);
+
+    let (status, dispute, _) = post_json(&url, &request(sign(&wallet, now), now)).await;
+    assert_eq!(status, 201, "{dispute}");
+    assert_eq!(dispute["opened_by"], format!("buyer:{payer}"));
+    assert_eq!(dispute["on_behalf_of"], "buyer");
+    let (status, _, _) = post_json(&url, &request(sign(&wallet, now + 1), now + 1)).await;
+    assert_eq!(status, 409, "one open dispute per buyer and payment");
+    let (_, story) = admin_get(&format!("{base}/admin/payments/{fp}"), SELLER).await;
+    assert_eq!(story["disputes"][0]["dispute"]["reason"], reason, "{story}");
+    gh.stop().await.expect("stops");
+}

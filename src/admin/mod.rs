@@ -351,6 +351,20 @@ fn enforce_scope(parts: &Parts, principal: &Principal) -> Result<(), ApiError> {
     }
 }
 
+/// Runs after routing (a route layer, so the matched path is known) and after
+/// [`authenticate`] (which put the principal in the extensions): refuses a principal the
+/// route's declared scope does not admit.
+async fn authorise(request: Request, next: Next) -> Response {
+    let (parts, body) = request.into_parts();
+    let Some(principal) = parts.extensions.get::<Principal>() else {
+        return ApiError::Unauthorized("an admin bearer token is required".into()).into_response();
+    };
+    if let Err(error) = enforce_scope(&parts, principal) {
+        return error.into_response();
+    }
+    next.run(Request::from_parts(parts, body)).await
+}
+
 /// Authenticates every admin request and writes the audit line (who, what, outcome).
 async fn authenticate(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let (mut parts, body) = request.into_parts();
@@ -372,13 +386,8 @@ async fn authenticate(State(state): State<AppState>, request: Request, next: Nex
         parts.uri.path().to_owned(),
         principal.name.clone(),
     );
-    let response = match enforce_scope(&parts, &principal) {
-        Ok(()) => {
-            parts.extensions.insert(principal);
-            next.run(Request::from_parts(parts, body)).await
-        }
-        Err(error) => error.into_response(),
-    };
+    parts.extensions.insert(principal);
+    let response = next.run(Request::from_parts(parts, body)).await;
     tracing::info!(
         target: "gatehouse::audit",
         principal = %who,
@@ -404,6 +413,9 @@ pub fn routes(state: AppState) -> Router<AppState> {
         .route("/whoami", axum::routing::get(whoami))
         .merge(crate::risk::routes::admin_routes())
         .merge(crate::evidence::admin::routes())
+        .merge(crate::policy::admin::routes())
+        // Every area's routes are merged above this line, so the scope check covers them.
+        .route_layer(middleware::from_fn(authorise))
         .fallback(|| async { ApiError::NotFound("no such admin route".into()) })
         .layer(middleware::from_fn_with_state(state, authenticate))
 }
@@ -440,6 +452,27 @@ mod tests {
         assert!(p.require_payee("0xabcDEF").is_ok());
         assert!(p.require_payee("0x0000").is_err());
         assert!(p.require_operator().is_err());
+    }
+
+    #[test]
+    fn route_scopes_come_from_the_openapi_document() {
+        let post = http::Method::POST;
+        let get = http::Method::GET;
+        assert_eq!(
+            route_scope("/admin/evidence/prune", &post),
+            RouteScope::Operator
+        );
+        assert_eq!(
+            route_scope("/admin/evidence/verify", &get),
+            RouteScope::Reader
+        );
+        assert_eq!(route_scope("/admin/whoami", &get), RouteScope::Payee);
+        // Undeclared: operators only.
+        assert_eq!(route_scope("/admin/whoami", &post), RouteScope::Operator);
+        assert_eq!(
+            route_scope("/admin/undocumented", &get),
+            RouteScope::Operator
+        );
     }
 
     #[test]

@@ -419,6 +419,10 @@ fn dispute_error(error: DisputeError) -> ApiError {
             code: "dispute_resolved",
             message: "the dispute is already resolved".into(),
         },
+        DisputeError::AlreadyOpen => ApiError::Conflict {
+            code: "dispute_open",
+            message: "this buyer already has an open dispute on this payment".into(),
+        },
     }
 }
 
@@ -616,7 +620,22 @@ async fn keys(State(state): State<AppState>) -> Json {
     axum::Json(service(&state).signer.jwks())
 }
 
-/// Public routes: the key document.
+/// `POST /disputes`: a buyer's dispute, authenticated by the payer's wallet signature.
+async fn buyer_dispute(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<(http::StatusCode, Json), ApiError> {
+    let request: dispute::BuyerDispute = parse_body(&body)?;
+    let dispute = dispute::open_as_buyer(service(&state), &request, &request_id(&headers))
+        .await
+        .map_err(dispute_error)?;
+    Ok((http::StatusCode::CREATED, axum::Json(json!(dispute))))
+}
+
+/// Public routes: the key document and buyers' signed disputes.
 pub fn public_routes() -> Router<AppState> {
-    Router::new().route("/.well-known/gatehouse-keys", get(keys))
+    Router::new()
+        .route("/.well-known/gatehouse-keys", get(keys))
+        .route("/disputes", post(buyer_dispute))
 }

@@ -35,7 +35,7 @@ pub enum EvidenceCommand {
     Search {
         /// Filters.
         #[command(flatten)]
-        filters: SearchFilters,
+        filters: Box<SearchFilters>,
         /// Database URL (default: the configured one).
         #[arg(long)]
         db: Option<String>,

@@ -4,7 +4,8 @@
 //! history is as tamper-evident as the payment's.
 //!
 //! Buyers have no admin token: a buyer's dispute is opened through the seller's token (on
-//! their own payments) or an operator's, with `on_behalf_of = "buyer"`.
+//! their own payments) or an operator's, with `on_behalf_of = "buyer"`, or by the buyer
+//! directly at `POST /disputes`, signed by the payment's payer wallet ([`open_as_buyer`]).
 
 use base64::Engine as _;
 use serde::{Deserialize, Serialize};
@@ -130,6 +131,9 @@ pub enum DisputeError {
     /// The dispute is already resolved.
     #[error("the dispute is already resolved")]
     AlreadyResolved,
+    /// This buyer already has an open dispute on the payment.
+    #[error("this buyer already has an open dispute on this payment")]
+    AlreadyOpen,
 }
 
 fn invalid(field: impl Into<String>, message: impl Into<String>) -> DisputeError {
@@ -379,4 +383,108 @@ pub fn settlement_json(s: &SettlementRecord) -> Value {
         "created_at_ms": s.created_at_ms,
         "updated_at_ms": s.updated_at_ms,
     })
+}
+
+/// How far a buyer's signed dispute timestamp may be from now (replay window).
+pub const BUYER_SIGNATURE_WINDOW_MS: u64 = 600_000;
+
+/// `POST /disputes`: a buyer opens a dispute with their wallet's signature, no token.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BuyerDispute {
+    /// The payment.
+    pub fingerprint: String,
+    /// Why.
+    pub reason: String,
+    /// When signed (ms since the epoch); must be within 10 minutes of the server's clock.
+    pub timestamp_ms: u64,
+    /// The payer's signature over [`buyer_message`]: EIP-191 `personal_sign` (65 bytes hex)
+    /// for an EVM payer, ed25519 (base58, as Solana wallets' `signMessage`) for a Solana payer.
+    pub signature: String,
+}
+
+/// The text a buyer signs to open a dispute.
+pub fn buyer_message(fingerprint: &str, reason: &str, timestamp_ms: u64) -> String {
+    format!(
+        "Gatehouse dispute\nfingerprint: {fingerprint}\nreason: {reason}\ntimestamp_ms: {timestamp_ms}"
+    )
+}
+
+/// Whether `signature` over `message` is by `payer` (EVM address or Solana base58 key).
+pub fn payer_signed(payer: &str, message: &str, signature: &str) -> bool {
+    if payer.starts_with("0x") {
+        let Ok(bytes) = hex::decode(signature.trim_start_matches("0x")) else {
+            return false;
+        };
+        let Ok(sig) = crate::chain::evm::signature::EoaSignature::parse(&bytes) else {
+            return false;
+        };
+        let digest = alloy::primitives::eip191_hash_message(message.as_bytes());
+        sig.recover(&digest)
+            .is_ok_and(|address| address.to_string().eq_ignore_ascii_case(payer))
+    } else {
+        let key: Option<[u8; 32]> = bs58::decode(payer)
+            .into_vec()
+            .ok()
+            .and_then(|b| b.try_into().ok());
+        let sig: Option<[u8; 64]> = bs58::decode(signature)
+            .into_vec()
+            .ok()
+            .and_then(|b| b.try_into().ok());
+        match (key, sig) {
+            (Some(key), Some(sig)) => {
+                super::signing::verify_hex(&hex::encode(key), message.as_bytes(), &hex::encode(sig))
+                    .is_ok()
+            }
+            _ => false,
+        }
+    }
+}
+
+/// Opens a dispute for the buyer who proves, by signature, to be the payment's payer.
+pub async fn open_as_buyer(
+    service: &EvidenceService,
+    request: &BuyerDispute,
+    request_id: &str,
+) -> Result<Dispute, DisputeError> {
+    check_text("reason", &request.reason, service.config.max_text_bytes)?;
+    let now = service.clock.now_ms();
+    if now.abs_diff(request.timestamp_ms) > BUYER_SIGNATURE_WINDOW_MS {
+        return Err(invalid(
+            "timestamp_ms",
+            "must be within 10 minutes of the server's time",
+        ));
+    }
+    let store = &service.store;
+    store.index_evidence().await?;
+    let fields = store.payment_fields(&request.fingerprint).await?;
+    // The same answer for an unknown payment and a wrong signer: nothing to enumerate.
+    let payer = fields.as_ref().and_then(|f| f.payer.clone());
+    let message = buyer_message(&request.fingerprint, &request.reason, request.timestamp_ms);
+    let Some(payer) = payer.filter(|p| payer_signed(p, &message, &request.signature)) else {
+        return Err(invalid(
+            "signature",
+            "not a signature by this payment's payer over the dispute message",
+        ));
+    };
+    let principal = format!("buyer:{payer}");
+    let open_already = store
+        .list_disputes(None, Some("open"), Some(&request.fingerprint), 500)
+        .await?
+        .into_iter()
+        .any(|d| d.opened_by == principal);
+    if open_already {
+        return Err(DisputeError::AlreadyOpen);
+    }
+    open(
+        service,
+        &request.fingerprint,
+        &principal,
+        &OpenDispute {
+            reason: request.reason.clone(),
+            on_behalf_of: Party::Buyer,
+        },
+        request_id,
+    )
+    .await
 }

@@ -584,6 +584,19 @@ impl RiskService {
                     })
                     .await?;
                 summary.review_id = Some(review.id.clone());
+                // A new hold (not a retry of a pending one) tells the operator's webhooks.
+                if review.decision_id == summary.decision_id {
+                    let queued = crate::webhook::enqueue(
+                        &*self.store,
+                        crate::webhook::WebhookEvent::ReviewPending,
+                        json!(review),
+                        now_ms,
+                    )
+                    .await;
+                    if let Err(error) = queued {
+                        tracing::warn!(review = %review.id, %error, "Could not enqueue the review.pending webhook.");
+                    }
+                }
                 review_record = Some(review.clone());
                 Verdict::review(
                     Step::Risk,

@@ -133,7 +133,7 @@ async fn settle(
 /// are added (v1 and v2 `exact`) and answered even when the upstream is unreachable.
 async fn supported(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
     let settlers = state.pipeline.settlers();
-    let has_local = settlers.local().next().is_some();
+    let has_local = settlers.local().next().is_some() || settlers.local_svm().next().is_some();
     let mut supported = match state.pipeline.upstream().supported().await {
         Ok(upstream) => {
             let mut supported: SupportedResponse = serde_json::from_value((*upstream).clone())
@@ -183,6 +183,37 @@ async fn supported(State(state): State<AppState>) -> Result<Json<Value>, ApiErro
             && !list.contains(&address)
         {
             list.push(address);
+        }
+    }
+    for (caip2, settler) in settlers.local_svm() {
+        let Some(fee_payer) = settler.fee_payer().map(|k| k.to_string()) else {
+            continue;
+        };
+        // The upstream's kinds for this network name the upstream's fee payer: a client must
+        // build its transaction for ours, the only one this network accepts.
+        supported.kinds.retain(|kind| {
+            Network::resolve(&kind.network).map_or(true, |n| n.caip2.as_str() != caip2)
+        });
+        let v1 = Network::resolve(caip2).ok().and_then(|n| n.v1_name());
+        for (version, network) in [(2u8, Some(caip2)), (1u8, v1)] {
+            let Some(network) = network else { continue };
+            supported.kinds.push(SupportedKind {
+                x402_version: version,
+                scheme: "exact".to_owned(),
+                network: network.to_owned(),
+                extra: Some(serde_json::json!({"feePayer": &fee_payer})),
+                other: serde_json::Map::new(),
+            });
+        }
+        let signers = supported
+            .signers
+            .entry("solana:*")
+            .or_insert_with(|| Value::Array(Vec::new()));
+        let fee_payer = Value::String(fee_payer);
+        if let Value::Array(list) = signers
+            && !list.contains(&fee_payer)
+        {
+            list.push(fee_payer);
         }
     }
     serde_json::to_value(supported)

@@ -9,6 +9,7 @@
 
 pub mod evidence;
 mod ops;
+mod policy;
 pub mod risk;
 mod sql;
 
@@ -20,6 +21,7 @@ use async_trait::async_trait;
 use crate::protocol::payment::Fingerprint;
 
 pub use ops::OpsStore;
+pub use policy::{AmountRange, LIST_LIMIT_MAX, PinRecord, PolicyStore, WebhookAttempt, WebhookRow};
 pub use sql::SqlStore;
 
 /// Which database a [`Store`] talks to.
@@ -42,7 +44,7 @@ pub async fn connect(database_url: &str) -> Result<Arc<dyn Store>, StoreError> {
 /// The persistence interface the pipeline, admin API and CLI use.
 #[async_trait]
 pub trait Store:
-    Send + Sync + fmt::Debug + OpsStore + evidence::EvidenceStore + risk::RiskStore
+    Send + Sync + fmt::Debug + OpsStore + evidence::EvidenceStore + PolicyStore + risk::RiskStore
 {
     /// Which database this is.
     fn backend(&self) -> Backend;
