@@ -61,6 +61,8 @@ log "cargo fmt --check"
 cargo fmt --all -- --check
 log "cargo clippy"
 cargo clippy --all-targets --locked -- -D warnings
+log "facilitator-compat-tests: installing pinned npm/pip packages (tests/risk_api.rs runs the TS SDK)"
+bash facilitator-compat-tests/install.sh
 log "cargo test"
 cargo test --locked --no-fail-fast -- --test-threads "${TEST_THREADS:-4}"
 

@@ -26,6 +26,7 @@ use crate::protocol::{
     DecodeError, FacilitatorRequest, Payment, SettleResponse, VerifyResponse, X402Version,
     normalise,
 };
+use crate::risk::payment::{DecisionSummary, RiskInputs, RiskService};
 use crate::store::{
     Begin, EvidenceDraft, SettlementClaim, SettlementOutcome, SettlementState, Store,
 };
@@ -40,6 +41,8 @@ pub struct RequestContext {
     pub request_id: String,
     /// The incoming `Authorization` header, passed through to the upstream unless replaced.
     pub authorization: Option<HeaderValue>,
+    /// Risk inputs named by x402-secure's headers (the payload extension is read later).
+    pub risk: RiskInputs,
 }
 
 /// A response body with its HTTP status (200 for every business outcome, spec §1.7).
@@ -49,6 +52,8 @@ pub struct Reply<T> {
     pub status: StatusCode,
     /// The body.
     pub body: T,
+    /// The risk decision, for the `X-Risk-*` response headers (when the risk step ran).
+    pub risk: Option<DecisionSummary>,
 }
 
 impl<T> Reply<T> {
@@ -56,7 +61,13 @@ impl<T> Reply<T> {
         Self {
             status: StatusCode::OK,
             body,
+            risk: None,
         }
+    }
+
+    fn with_risk(mut self, run: &Run) -> Self {
+        self.risk = run.risk_summary.clone();
+        self
     }
 }
 
@@ -135,6 +146,7 @@ pub struct Pipeline {
     settlers: Settlers,
     clock: SharedClock,
     policy: PolicyHandle,
+    risk: Option<Arc<RiskService>>,
 }
 
 impl Pipeline {
@@ -152,7 +164,19 @@ impl Pipeline {
             settlers: Settlers::default(),
             clock,
             policy: PolicyHandle::default(),
+            risk: None,
         }
+    }
+
+    /// Scores payments for risk (without it the risk step records that nothing was checked).
+    pub fn with_risk(mut self, risk: Arc<RiskService>) -> Self {
+        self.risk = Some(risk);
+        self
+    }
+
+    /// The risk service, for the `/risk` routes.
+    pub fn risk(&self) -> Option<&Arc<RiskService>> {
+        self.risk.as_ref()
     }
 
     /// Settles the chains named in `settlers` locally (default: everything is forwarded).
@@ -233,8 +257,17 @@ impl Pipeline {
         {
             self.release_fresh_hold(&run, payment).await;
         }
+        if let Some(summary) = &run.risk_summary
+            && request.version == X402Version::V2
+            && let Ok(value) = serde_json::to_value(summary)
+        {
+            response
+                .extensions
+                .get_or_insert_with(Map::new)
+                .insert(crate::risk::payment::EXTENSION.to_owned(), value);
+        }
         telemetry::decided(Gate::Verify, &run.decision_label(), run.lap.total());
-        Ok(Reply::ok(response))
+        Ok(Reply::ok(response).with_risk(&run))
     }
 
     /// Gate 2: the same checks, then the settlement journal makes forwarding exactly-once.
@@ -345,6 +378,7 @@ impl Pipeline {
                     "request": raw_json(&request),
                     "payment": &payment,
                     "verdicts": &run.verdicts,
+                    "risk": &run.risk,
                     "settlement": settlement.label(),
                 }),
             ))
@@ -398,6 +432,7 @@ impl Pipeline {
         Ok(Reply {
             status: settled.status,
             body: settled.response,
+            risk: run.risk_summary.clone(),
         })
     }
 
@@ -430,9 +465,20 @@ impl Pipeline {
             run.push_checked(Step::Policy, decision.map(|d| d.verdict));
         }
         if run.allowed() {
-            // Risk scoring plugs in here (its own issue); until it is configured the evidence
-            // says plainly that nothing was checked.
-            run.push(Verdict::allow(Step::Risk).with_checked("no risk rules configured"));
+            match &self.risk {
+                Some(risk) => {
+                    let inputs = run.risk_inputs.clone();
+                    let outcome = risk
+                        .assess_payment(run.gate, &payment, request.payment_payload(), &inputs)
+                        .await;
+                    run.risk = Some(outcome.evidence);
+                    run.risk_summary = outcome.summary;
+                    run.push(outcome.verdict);
+                }
+                None => {
+                    run.push(Verdict::allow(Step::Risk).with_checked("no risk rules configured"))
+                }
+            }
         }
         Some(payment)
     }
@@ -559,6 +605,7 @@ impl Pipeline {
                 "verdicts": &run.verdicts,
                 "notes": &run.notes,
                 "upstream": &run.upstream,
+                "risk": &run.risk,
                 "response": response,
                 "elapsed_ms": run.elapsed_ms(&*self.clock),
             }),
@@ -577,7 +624,7 @@ impl Pipeline {
         let payer = payment.and_then(payment_payer);
         let response = settle_failure(request, reason, payer, request.response_network(), "");
         self.record_settle(run, request, payment, &response).await;
-        Reply::ok(response)
+        Reply::ok(response).with_risk(run)
     }
 
     async fn record_settle(
@@ -665,6 +712,12 @@ struct Run {
     upstream: Option<Value>,
     /// Whether this request made (or found) a policy reservation.
     hold: Hold,
+    /// The risk inputs the request named.
+    risk_inputs: RiskInputs,
+    /// Risk evidence: `{context, assessment, ...}` (replayable).
+    risk: Option<Value>,
+    /// The risk decision, for response headers.
+    risk_summary: Option<DecisionSummary>,
     /// Per-step latency for `/metrics`.
     lap: crate::metrics::Lap,
 }
@@ -679,6 +732,9 @@ impl Run {
             notes: Vec::new(),
             upstream: None,
             hold: Hold::None,
+            risk_inputs: ctx.risk.clone(),
+            risk: None,
+            risk_summary: None,
             lap: crate::metrics::Lap::start(),
         }
     }

@@ -412,6 +412,7 @@ pub fn routes(state: AppState) -> Router<AppState> {
     Router::new()
         .route("/whoami", axum::routing::get(whoami))
         .merge(crate::dashboard::admin_routes())
+        .merge(crate::risk::routes::admin_routes())
         .merge(crate::evidence::admin::routes())
         .merge(crate::policy::admin::routes())
         // Every area's routes are merged above this line, so the scope check covers them.

@@ -1,6 +1,7 @@
 //! The `[risk]` configuration section: where the rules live, the score thresholds that turn a
 //! score into a decision, and how often the rule directory is polled for changes.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
@@ -21,6 +22,27 @@ pub struct RiskConfig {
     pub deny_at: u32,
     /// How often the rule directory is checked for changes, in seconds (0: never reload).
     pub reload_secs: u64,
+    // --- the buyer API and payment path (risk sessions, traces, mandates) ---
+    /// Lifetime of a risk session, seconds.
+    pub session_ttl_secs: u64,
+    /// Lifetime of a wallet-proof nonce, seconds.
+    pub nonce_ttl_secs: u64,
+    /// Store only SHA-256 digests of trace texts (the privacy option).
+    pub hash_text_at_ingest: bool,
+    /// Most events one trace may carry.
+    pub max_trace_events: usize,
+    /// Longest text (bytes) one trace event or task may carry.
+    pub max_text_bytes: usize,
+    /// How long a decision stays valid for the buyer (`ttl_seconds`).
+    pub decision_ttl_secs: u64,
+    /// A JWK set file with more mandate signer keys (OKP Ed25519 and EC secp256k1).
+    pub mandate_jwks_file: Option<PathBuf>,
+    /// Endpoints (`host/path` prefixes) whose payments must carry a trace.
+    pub require_trace: Vec<String>,
+    /// Brands' known wallets per host: `"shop.example" = ["0x..."]`.
+    pub known_wallets: BTreeMap<String, Vec<String>>,
+    /// AP2 mandate signer keys by key id: `kid = "ed25519:<hex>"` or `"es256k:0x<address>"`.
+    pub mandate_keys: BTreeMap<String, String>,
 }
 
 impl Default for RiskConfig {
@@ -31,6 +53,16 @@ impl Default for RiskConfig {
             review_at: thresholds.review_at,
             deny_at: thresholds.deny_at,
             reload_secs: 2,
+            session_ttl_secs: 3_600,
+            nonce_ttl_secs: 300,
+            hash_text_at_ingest: false,
+            max_trace_events: 1_000,
+            max_text_bytes: 32 * 1024,
+            decision_ttl_secs: 300,
+            mandate_jwks_file: None,
+            require_trace: Vec::new(),
+            known_wallets: BTreeMap::new(),
+            mandate_keys: BTreeMap::new(),
         }
     }
 }
@@ -64,6 +96,32 @@ impl RiskConfig {
                 key: "risk.reload_secs".into(),
                 message: "must be at most 86400 (0 disables reloading)".into(),
             });
+        }
+        let mut problem = |key: &str, message: &str| {
+            problems.push(ConfigProblem {
+                key: key.into(),
+                message: message.into(),
+            })
+        };
+        if self.session_ttl_secs == 0 {
+            problem("risk.session_ttl_secs", "must be greater than 0");
+        }
+        if self.nonce_ttl_secs == 0 {
+            problem("risk.nonce_ttl_secs", "must be greater than 0");
+        }
+        if self.max_trace_events == 0 || self.max_trace_events > 100_000 {
+            problem("risk.max_trace_events", "must be between 1 and 100000");
+        }
+        if self.max_text_bytes == 0 {
+            problem("risk.max_text_bytes", "must be greater than 0");
+        }
+        for (kid, key) in &self.mandate_keys {
+            if super::mandate::SignerKey::parse(key).is_none() {
+                problem(
+                    &format!("risk.mandate_keys.{kid}"),
+                    "must be ed25519:<64 hex>, es256k:0x<address> or secp256k1:<130 hex>",
+                );
+            }
         }
         problems
     }

@@ -6,10 +6,17 @@
 //! conditions over its JSON form, producing an [`Assessment`] that explains every point.
 
 pub mod cli;
+pub mod client;
 pub mod config;
 pub mod context;
 pub mod engine;
+pub mod history;
+pub mod mandate;
+pub mod payment;
+pub mod routes;
 pub mod rules;
+pub mod session;
+pub mod trace;
 
 pub use config::RiskConfig;
 pub use engine::RuleEngine;

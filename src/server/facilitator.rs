@@ -10,13 +10,14 @@ use axum::extract::rejection::BytesRejection;
 use axum::extract::{RawQuery, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use http::{HeaderMap, StatusCode, header};
+use http::{HeaderMap, HeaderValue, StatusCode, header};
 use serde_json::Value;
 
 use super::AppState;
 use super::error::ApiError;
-use crate::pipeline::RequestContext;
+use crate::pipeline::{Reply, RequestContext};
 use crate::protocol::{Network, SupportedKind, SupportedResponse};
+use crate::risk::payment::RiskInputs;
 
 /// The facilitator routes (mounted at `/` and at `/x402/`).
 pub fn routes() -> Router<AppState> {
@@ -27,15 +28,42 @@ pub fn routes() -> Router<AppState> {
         .route("/discovery/resources", get(discovery))
 }
 
-fn context(headers: &HeaderMap) -> RequestContext {
-    RequestContext {
+fn context(headers: &HeaderMap) -> Result<RequestContext, ApiError> {
+    Ok(RequestContext {
         request_id: headers
             .get("x-request-id")
             .and_then(|v| v.to_str().ok())
             .unwrap_or_default()
             .to_owned(),
         authorization: headers.get(header::AUTHORIZATION).cloned(),
+        risk: RiskInputs::from_headers(headers)?,
+    })
+}
+
+/// `X-Risk-Decision`, `X-Risk-Decision-ID` and `X-Risk-Level` when the risk step decided.
+fn with_risk_headers<T: serde::Serialize>(reply: Reply<T>) -> Response {
+    let mut response = (reply.status, Json(reply.body)).into_response();
+    if let Some(risk) = reply.risk {
+        let headers = response.headers_mut();
+        for (name, value) in [
+            ("x-risk-decision", label(&risk.decision)),
+            ("x-risk-decision-id", risk.decision_id.clone()),
+            ("x-risk-level", label(&risk.risk_level)),
+        ] {
+            if let Ok(value) = HeaderValue::from_str(&value) {
+                headers.insert(name, value);
+            }
+        }
     }
+    response
+}
+
+/// The lowercase wire name of a serialisable unit enum.
+fn label<T: serde::Serialize>(value: &T) -> String {
+    serde_json::to_value(value)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_default()
 }
 
 fn body_bytes(body: Result<Bytes, BytesRejection>, limit_bytes: usize) -> Result<Bytes, ApiError> {
@@ -68,20 +96,14 @@ async fn run_gate(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let raw = body_bytes(body, state.config.max_body_bytes)?;
-    let ctx = context(&headers);
+    let ctx = context(&headers)?;
     let pipeline = state.pipeline.clone();
     let running = state.drain.enter();
     let task = tokio::spawn(async move {
         let _running = running;
         match gate {
-            Gate::Verify => pipeline
-                .verify(&ctx, raw)
-                .await
-                .map(|r| (r.status, Json(r.body)).into_response()),
-            Gate::Settle => pipeline
-                .settle(&ctx, raw)
-                .await
-                .map(|r| (r.status, Json(r.body)).into_response()),
+            Gate::Verify => pipeline.verify(&ctx, raw).await.map(with_risk_headers),
+            Gate::Settle => pipeline.settle(&ctx, raw).await.map(with_risk_headers),
         }
     });
     let reply = task

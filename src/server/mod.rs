@@ -105,6 +105,8 @@ pub async fn build_state(config: Config, clock: SharedClock) -> Result<AppState,
     let reconciler = Arc::new(
         Reconciler::new(store.clone(), readers, clock.clone(), stale_after).with_svm(svm_readers),
     );
+    let risk = crate::risk::payment::RiskService::build(&config.risk, store.clone(), clock.clone())
+        .map_err(|problem| StartError::Config(ConfigError::Invalid(vec![problem])))?;
     let evidence = Arc::new(crate::evidence::EvidenceService {
         store: store.clone(),
         clock: clock.clone(),
@@ -126,7 +128,8 @@ pub async fn build_state(config: Config, clock: SharedClock) -> Result<AppState,
     let pipeline = Arc::new(
         Pipeline::new(store, upstream, chains, clock)
             .with_settlers(settlers)
-            .with_policy(Policy::new(policy)),
+            .with_policy(Policy::new(policy))
+            .with_risk(Arc::new(risk)),
     );
     Ok(AppState {
         pipeline,
@@ -328,6 +331,7 @@ pub fn app(state: AppState) -> Router {
         .merge(ops::routes(
             state.config.ops.metrics_enabled && state.config.ops.metrics_listen.is_none(),
         ))
+        .merge(crate::risk::routes::routes())
         .merge(openapi::routes())
         .merge(crate::dashboard::routes())
         .merge(crate::evidence::admin::public_routes())
@@ -378,6 +382,8 @@ pub struct Running {
     metrics_task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
     reconcile_task: tokio::task::JoinHandle<()>,
     fee_payer_task: Option<tokio::task::JoinHandle<()>>,
+    /// Reloads the risk rules on change.
+    rules_task: Option<tokio::task::JoinHandle<()>>,
     prune_task: Option<tokio::task::JoinHandle<()>>,
     /// The policy file reloader and the webhook drainer.
     policy_tasks: Vec<tokio::task::JoinHandle<()>>,
@@ -396,6 +402,9 @@ impl Drop for Running {
         {
             task.abort();
         }
+        if let Some(task) = &self.rules_task {
+            task.abort();
+        }
     }
 }
 
@@ -410,6 +419,9 @@ impl Running {
             .into_iter()
             .flatten()
         {
+            task.abort();
+        }
+        if let Some(task) = &self.rules_task {
             task.abort();
         }
         if let Some(task) = &self.metrics_task {
@@ -487,6 +499,10 @@ pub async fn start_with_clock(config: Config, clock: SharedClock) -> Result<Runn
         .clone()
         .spawn(Duration::from_secs(state.config.reconcile_interval_secs));
     let fee_payer_task = spawn_fee_payer_sync(&state);
+    let rules_task = state.pipeline.risk().and_then(|risk| {
+        let engine = risk.engine()?.clone();
+        Some(engine.spawn_reload(risk.clock().clone()))
+    });
     let prune_task = crate::evidence::retention::spawn(
         state.evidence.clone(),
         Duration::from_secs(state.config.evidence.prune_interval_secs),
@@ -501,6 +517,7 @@ pub async fn start_with_clock(config: Config, clock: SharedClock) -> Result<Runn
         metrics_task,
         reconcile_task,
         fee_payer_task,
+        rules_task,
         prune_task,
         policy_tasks,
     })

@@ -10,6 +10,7 @@
 pub mod evidence;
 mod ops;
 mod policy;
+pub mod risk;
 mod sql;
 
 use std::fmt;
@@ -43,7 +44,7 @@ pub async fn connect(database_url: &str) -> Result<Arc<dyn Store>, StoreError> {
 /// The persistence interface the pipeline, admin API and CLI use.
 #[async_trait]
 pub trait Store:
-    Send + Sync + fmt::Debug + OpsStore + evidence::EvidenceStore + PolicyStore
+    Send + Sync + fmt::Debug + OpsStore + evidence::EvidenceStore + PolicyStore + risk::RiskStore
 {
     /// Which database this is.
     fn backend(&self) -> Backend;
