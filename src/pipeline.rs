@@ -452,15 +452,27 @@ impl Pipeline {
         if run.allowed() {
             // One policy for the whole check, even if it is swapped meanwhile.
             let policy = self.policy.current();
-            let decision = policy
-                .check(
-                    &*self.store,
-                    &payment,
-                    None,
-                    &run.request_id,
-                    self.clock.now_ms(),
-                )
-                .await;
+            let budget = match &self.risk {
+                Some(risk) => {
+                    risk.session_budget(&payment, request.payment_payload(), &run.risk_inputs)
+                        .await
+                }
+                None => Ok(None),
+            };
+            let decision = match budget {
+                Ok(budget) => {
+                    policy
+                        .check(
+                            &*self.store,
+                            &payment,
+                            budget.as_ref(),
+                            &run.request_id,
+                            self.clock.now_ms(),
+                        )
+                        .await
+                }
+                Err(error) => Err(error),
+            };
             run.hold = decision.as_ref().map_or(Hold::None, |d| d.hold);
             run.push_checked(Step::Policy, decision.map(|d| d.verdict));
         }

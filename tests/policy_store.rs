@@ -209,7 +209,49 @@ async fn recent_payments_are_noted_atomically(db: TestDb) {
     );
 }
 
+/// A half-open breaker admits one trial payment per cooldown, even to concurrent callers on
+/// separate store instances (replicas); a trial that never resolves frees the slot later.
+async fn half_open_admits_one_trial_at_a_time(db: TestDb) {
+    let a = connect(&db.url).await.unwrap();
+    let b = connect(&db.url).await.unwrap();
+    let opened = a.breaker_violation("payer:x", 1, NOW).await.unwrap();
+    assert_eq!(opened.state, "open");
+    let later = NOW + 5_000;
+    let stale_before = later - 5_000;
+    // Both replicas see the cooldown over at once; exactly one takes the trial slot.
+    let tries: Vec<bool> = futures_util::future::join_all((0..8).map(|i| {
+        let store = if i % 2 == 0 { a.clone() } else { b.clone() };
+        async move {
+            store
+                .breaker_half_open("payer:x", later, stale_before)
+                .await
+                .unwrap()
+        }
+    }))
+    .await;
+    assert_eq!(tries.iter().filter(|t| **t).count(), 1, "{tries:?}");
+    assert_eq!(
+        a.breaker("payer:x").await.unwrap().unwrap().state,
+        "half_open"
+    );
+    // Still in progress a moment later; after another cooldown the slot is free again.
+    assert!(
+        !a.breaker_half_open("payer:x", later + 10, later + 10 - 5_000)
+            .await
+            .unwrap()
+    );
+    assert!(
+        b.breaker_half_open("payer:x", later + 5_000, later)
+            .await
+            .unwrap()
+    );
+    // The trial's success closes it.
+    a.breaker_success("payer:x", later + 5_001).await.unwrap();
+    assert_eq!(b.breaker("payer:x").await.unwrap().unwrap().state, "closed");
+}
+
 on_both_backends!(
+    half_open_admits_one_trial_at_a_time,
     recent_payments_are_noted_atomically,
     reserve_commit_release,
     expired_holds_are_swept,

@@ -10,7 +10,8 @@ use std::time::Duration;
 
 use common::admin::{OPERATOR, SELLER, admin_get, admin_post, with_admin_tokens};
 use common::{
-    PAY_TO, PAYER, TestDb, nonce, post_json, start, test_config, test_upstream, v1_body, v2_body,
+    ASSET, PAY_TO, PAYER, TestDb, nonce, post_json, start, test_config, test_upstream, v1_body,
+    v2_body,
 };
 use gatehouse::config::Config;
 use gatehouse::risk::client::{NewSession, RiskClient};
@@ -605,5 +606,41 @@ async fn typescript_sdk_pays_with_the_risk_extension() {
         "{stdout}"
     );
     assert_eq!(upstream.recorded.verify_calls.load(Ordering::SeqCst), 1);
+    gh.stop().await.unwrap();
+}
+
+/// A budget the buyer declares on its risk session caps its agents at the facilitator: the
+/// policy reserves each payment against it atomically (issue 5's per-session scope), and a
+/// payment in an asset the buyer budgeted nothing in is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_session_budget_caps_the_buyers_payments() {
+    let upstream = test_upstream::start(Duration::ZERO).await;
+    let db = TestDb::sqlite();
+    let empty = tempfile::tempdir().unwrap();
+    let gh = start(risk_config(&db.url, &upstream.url, empty.path())).await;
+    let base = format!("http://{}", gh.addr);
+    let client = RiskClient::new(&base).unwrap();
+    let mut declared = NewSession::new("did:example:agent-1", PAYER);
+    declared.budget = Some(json!({"amount": "15000", "asset": ASSET}));
+    let sid = client.create_session(&declared).await.expect("session").sid;
+
+    // The fixture pays 10000: the first fits the 15000 budget, the second would exceed it.
+    let (_, first, _) = verify_with(&base, &v2_body(&nonce()), &[("X-RISK-SESSION", &sid)]).await;
+    assert_eq!(first["isValid"], true, "{first}");
+    let (_, second, _) = verify_with(&base, &v2_body(&nonce()), &[("X-RISK-SESSION", &sid)]).await;
+    assert_eq!(second["isValid"], false, "{second}");
+    let reason = second["invalidReason"].as_str().unwrap_or("");
+    assert!(reason.starts_with("policy_"), "{second}");
+    // Without the session the same payment is not held to the buyer's budget.
+    let (_, unscoped, _) = verify_with(&base, &v2_body(&nonce()), &[]).await;
+    assert_eq!(unscoped["isValid"], true, "{unscoped}");
+
+    let mut other = NewSession::new("did:example:agent-2", PAYER);
+    other.budget =
+        Some(json!({"amount": "1000000", "asset": "0x0000000000000000000000000000000000000001"}));
+    let other_sid = client.create_session(&other).await.expect("session").sid;
+    let (_, wrong_asset, _) =
+        verify_with(&base, &v2_body(&nonce()), &[("X-RISK-SESSION", &other_sid)]).await;
+    assert_eq!(wrong_asset["isValid"], false, "{wrong_asset}");
     gh.stop().await.unwrap();
 }

@@ -235,28 +235,40 @@ impl Policy {
             let Some(record) = store.breaker(subject).await? else {
                 continue;
             };
-            if record.state != "open" {
-                continue;
+            let cooldown_ms = breaker.cooldown_secs.saturating_mul(1000);
+            let since = u64::try_from(record.opened_at_ms).unwrap_or(0);
+            let deny = |message: String| PolicyDecision {
+                verdict: Verdict::deny(
+                    Step::Policy,
+                    Reason::new(ReasonCode::Policy("policy_circuit_open"), message),
+                ),
+                hold: Hold::None,
+            };
+            match record.state.as_str() {
+                "open" => {
+                    let reopens_at = since.saturating_add(cooldown_ms);
+                    if now_ms < reopens_at {
+                        return Ok(deny(format!(
+                            "the circuit breaker for {subject} is open after {} consecutive policy violations; it half-opens at {reopens_at} ms or on an admin reset",
+                            record.failures
+                        )));
+                    }
+                }
+                "half_open" => {}
+                _ => continue,
             }
-            let reopens_at = u64::try_from(record.opened_at_ms)
-                .unwrap_or(0)
-                .saturating_add(breaker.cooldown_secs.saturating_mul(1000));
-            if now_ms < reopens_at {
-                return Ok(PolicyDecision {
-                    verdict: Verdict::deny(
-                        Step::Policy,
-                        Reason::new(
-                            ReasonCode::Policy("policy_circuit_open"),
-                            format!(
-                                "the circuit breaker for {subject} is open after {} consecutive policy violations; it half-opens at {reopens_at} ms or on an admin reset",
-                                record.failures
-                            ),
-                        ),
-                    ),
-                    hold: Hold::None,
-                });
+            // Half-open lets one trial payment through per cooldown: its success closes the
+            // breaker, a violation reopens it, and a trial that never resolves frees the slot
+            // after another cooldown.
+            let stale_before = now_ms.saturating_sub(cooldown_ms);
+            if !store
+                .breaker_half_open(subject, now_ms, stale_before)
+                .await?
+            {
+                return Ok(deny(format!(
+                    "the circuit breaker for {subject} is half-open and its one trial payment is in progress; others wait for its outcome or an admin reset"
+                )));
             }
-            store.breaker_half_open(subject, now_ms).await?;
         }
         let decision = self
             .decide(store, payment, session, request_id, now_ms)

@@ -483,6 +483,49 @@ impl RiskService {
     }
 
     /// The risk step for one payment (never errors: a failure is a fail-closed deny).
+    /// The budget the buyer declared on the payment's risk session, for the policy's atomic
+    /// reservation (so a buyer can cap its own agents at the facilitator). A payment in an
+    /// asset other than the budget's gets a cap of zero: the buyer budgeted nothing in it.
+    /// `None` when no session is named, it is unknown or it declared no budget (the risk
+    /// step judges unknown sessions); `Err` when the store cannot answer (fail closed).
+    pub async fn session_budget(
+        &self,
+        payment: &Payment,
+        payload: &Value,
+        inputs: &RiskInputs,
+    ) -> Result<Option<crate::policy::SessionBudget>, StoreError> {
+        let mut inputs = inputs.clone();
+        if inputs.merge_extension(payload).is_err() {
+            return Ok(None);
+        }
+        let Some(sid) = inputs.sid.as_deref() else {
+            return Ok(None);
+        };
+        let Some(row) = self.store.risk_session(sid).await? else {
+            return Ok(None);
+        };
+        let body: Value = serde_json::from_str(&row.body).unwrap_or(Value::Null);
+        let Some(budget) = body.get("budget").filter(|b| b.is_object()) else {
+            return Ok(None);
+        };
+        let amount = budget.get("amount").and_then(Value::as_str);
+        let asset = budget.get("asset").and_then(Value::as_str).unwrap_or("");
+        let same_asset =
+            crate::admin::normalise_pay_to(asset) == crate::admin::normalise_pay_to(&payment.asset);
+        // Stored budgets were validated at session creation (decimal digits); one beyond the
+        // counters' range is effectively unlimited, and one that no longer parses caps at
+        // zero rather than at nothing.
+        let digits = amount.filter(|a| !a.is_empty() && a.bytes().all(|b| b.is_ascii_digit()));
+        let cap = match digits {
+            Some(a) if same_asset => a.parse::<i64>().unwrap_or(i64::MAX),
+            _ => 0,
+        };
+        Ok(Some(crate::policy::SessionBudget {
+            session_id: sid.to_owned(),
+            cap: crate::policy::Atomic(cap),
+        }))
+    }
+
     pub async fn assess_payment(
         &self,
         gate: Gate,

@@ -469,6 +469,20 @@ fn prune_conditions(selector: &PruneSelector, sql: &mut String, args: &mut Vec<A
     );
 }
 
+/// Field-wise MAX of two partial views of one payment's parties (as `payment_fields` does).
+fn merge_fields(a: Option<IndexFields>, b: Option<IndexFields>) -> Option<IndexFields> {
+    match (a, b) {
+        (None, other) | (other, None) => other,
+        (Some(a), Some(b)) => Some(IndexFields {
+            payer: a.payer.max(b.payer),
+            payee: a.payee.max(b.payee),
+            endpoint: a.endpoint.max(b.endpoint),
+            tx: a.tx.max(b.tx),
+            session: a.session.max(b.session),
+        }),
+    }
+}
+
 #[async_trait]
 impl EvidenceStore for SqlStore {
     async fn index_evidence(&self) -> Result<u64, StoreError> {
@@ -486,18 +500,38 @@ impl EvidenceStore for SqlStore {
             .fetch_all(&self.pool)
             .await?;
             let count = rows.len();
+            // One transaction per page: committing each row alone costs a sync per record,
+            // which made the first query over a large log take seconds. Records of this page
+            // are not visible to `payment_fields` until the commit, so the page's own parties
+            // are merged in from memory (the same MAX semantics as the query).
+            let mut page: std::collections::HashMap<String, IndexFields> =
+                std::collections::HashMap::new();
+            let mut prepared = Vec::with_capacity(count);
             for record in records(rows)? {
                 let mut fields = index_fields(&record);
                 // Records without the payment (reconcile, disputes) inherit its parties.
                 if let Some(fp) = &record.fingerprint
                     && (fields.payee.is_none() || fields.payer.is_none())
-                    && let Some(known) = self.payment_fields(fp).await?
                 {
-                    fields.payer = fields.payer.or(known.payer);
-                    fields.payee = fields.payee.or(known.payee);
-                    fields.endpoint = fields.endpoint.or(known.endpoint);
-                    fields.session = fields.session.or(known.session);
+                    let stored = self.payment_fields(fp).await?;
+                    let known = merge_fields(stored, page.get(fp).cloned());
+                    if let Some(known) = known {
+                        fields.payer = fields.payer.or(known.payer);
+                        fields.payee = fields.payee.or(known.payee);
+                        fields.endpoint = fields.endpoint.or(known.endpoint);
+                        fields.session = fields.session.or(known.session);
+                    }
                 }
+                if let Some(fp) = &record.fingerprint {
+                    let merged = merge_fields(page.remove(fp), Some(fields.clone()));
+                    if let Some(merged) = merged {
+                        page.insert(fp.clone(), merged);
+                    }
+                }
+                prepared.push((record, fields));
+            }
+            let mut tx = self.pool.begin().await?;
+            for (record, fields) in prepared {
                 let done = sqlx::query(
                     "INSERT INTO evidence_index (seq, created_at_ms, kind, decision, fingerprint, \
                      payer, payee, endpoint, tx, session) \
@@ -513,10 +547,11 @@ impl EvidenceStore for SqlStore {
                 .bind(fields.endpoint.as_deref())
                 .bind(fields.tx.as_deref())
                 .bind(fields.session.as_deref())
-                .execute(&self.pool)
+                .execute(&mut *tx)
                 .await?;
                 indexed += done.rows_affected();
             }
+            tx.commit().await?;
             if (count as i64) < INDEX_PAGE {
                 return Ok(indexed);
             }

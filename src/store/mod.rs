@@ -149,8 +149,16 @@ pub trait Store:
     /// A payment passed the policy: the breaker closes and its count resets.
     async fn breaker_success(&self, subject: &str, now_ms: u64) -> Result<(), StoreError>;
 
-    /// Moves an open breaker whose cooldown has passed to half-open; true if it did.
-    async fn breaker_half_open(&self, subject: &str, now_ms: u64) -> Result<bool, StoreError>;
+    /// Takes the one trial slot of a breaker: moves it from `open` to `half_open`, or renews a
+    /// `half_open` one whose trial began at or before `stale_before_ms` (its trial payment
+    /// never resolved). True for exactly one caller among concurrent ones; the trial's start
+    /// is recorded in `opened_at_ms`.
+    async fn breaker_half_open(
+        &self,
+        subject: &str,
+        now_ms: u64,
+        stale_before_ms: u64,
+    ) -> Result<bool, StoreError>;
 
     /// Admin reset: closes the breaker; true if there was one.
     async fn reset_breaker(&self, subject: &str, now_ms: u64) -> Result<bool, StoreError>;

@@ -838,14 +838,23 @@ impl Store for SqlStore {
         Ok(())
     }
 
-    async fn breaker_half_open(&self, subject: &str, now_ms: u64) -> Result<bool, StoreError> {
+    async fn breaker_half_open(
+        &self,
+        subject: &str,
+        now_ms: u64,
+        stale_before_ms: u64,
+    ) -> Result<bool, StoreError> {
         let now = to_db_ms(now_ms, "now_ms")?;
+        let stale = to_db_ms(stale_before_ms, "stale_before_ms")?;
+        // One conditional update: of concurrent callers exactly one moves the row.
         let moved = sqlx::query(
-            "UPDATE policy_breakers SET state = 'half_open', updated_at_ms = $2 \
-             WHERE subject = $1 AND state = 'open'",
+            "UPDATE policy_breakers SET state = 'half_open', opened_at_ms = $2, \
+             updated_at_ms = $2 WHERE subject = $1 AND (state = 'open' \
+             OR (state = 'half_open' AND opened_at_ms <= $3))",
         )
         .bind(subject)
         .bind(now)
+        .bind(stale)
         .execute(&self.pool)
         .await?;
         Ok(moved.rows_affected() == 1)
