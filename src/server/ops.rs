@@ -164,6 +164,9 @@ impl Drop for DrainGuard {
     }
 }
 
+/// Per chain id: `Ok` if an endpoint answered, else why none did.
+pub type ChainHealth = BTreeMap<String, Result<(), String>>;
+
 /// A cheap, cached liveness probe of every configured chain RPC (`eth_chainId` on EVM,
 /// `getHealth` on Solana), for `/ready`. Results are reused for `ttl`, so probes stay cheap
 /// under frequent readiness checks from several sources.
@@ -172,7 +175,7 @@ pub struct RpcProbe {
     targets: Vec<(String, &'static str, Vec<String>)>,
     http: reqwest::Client,
     ttl: Duration,
-    cache: Mutex<Option<(tokio::time::Instant, BTreeMap<String, Result<(), String>>)>>,
+    cache: Mutex<Option<(tokio::time::Instant, ChainHealth)>>,
 }
 
 impl RpcProbe {
@@ -200,7 +203,7 @@ impl RpcProbe {
     }
 
     /// Per chain: `Ok` if any of its endpoints answered, else why none did.
-    pub async fn check(&self) -> BTreeMap<String, Result<(), String>> {
+    pub async fn check(&self) -> ChainHealth {
         let mut cache = self.cache.lock().await;
         if let Some((at, results)) = cache.as_ref()
             && at.elapsed() < self.ttl
