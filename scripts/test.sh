@@ -4,7 +4,9 @@
 #   - anvil (from npm, into .tools/); the compat tests install their pinned npm/pip packages
 #     (npm ci, a venv) themselves, skipping that when the lockfiles are unchanged,
 #   - then cargo fmt --check, clippy, cargo test (unit, integration, doc tests), and the
-#     facilitator-compat-tests matrix (real x402 SDKs through Gatehouse on anvil).
+#     facilitator-compat-tests matrix (real x402 SDKs through Gatehouse on anvil),
+#   - Debian chromium + chromium-driver, then the dashboard end-to-end tests
+#     (dashboard-tests/, playwright-core via npm ci; screenshots in dashboard-tests/screenshots/).
 # Build output goes to $CARGO_TARGET_DIR (default: a cache outside the checkout), so repeat
 # runs on the same machine are incremental.
 set -euo pipefail
@@ -59,6 +61,8 @@ log "cargo fmt --check"
 cargo fmt --all -- --check
 log "cargo clippy"
 cargo clippy --all-targets --locked -- -D warnings
+log "facilitator-compat-tests: installing pinned npm/pip packages (tests/risk_api.rs runs the TS SDK)"
+bash facilitator-compat-tests/install.sh
 log "cargo test"
 cargo test --locked --no-fail-fast -- --test-threads "${TEST_THREADS:-4}"
 
@@ -100,3 +104,14 @@ fi
 log "facilitator-compat-tests: the real x402 SDKs through Gatehouse on anvil"
 cargo build --locked --bin gatehouse
 GATEHOUSE_BIN="$CARGO_TARGET_DIR/debug/gatehouse" bash facilitator-compat-tests/test.sh
+
+# --- dashboard: end-to-end in headless Chromium (Debian chromium + playwright-core) ---
+if ! command -v chromium >/dev/null 2>&1; then
+  log "installing chromium and chromium-driver from Debian"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq && apt-get install -y -qq --no-install-recommends chromium chromium-driver >/dev/null
+fi
+log "dashboard-tests: the dashboard in headless Chromium"
+(cd dashboard-tests && npm ci --no-audit --no-fund --silent)
+GATEHOUSE_BIN="$CARGO_TARGET_DIR/debug/gatehouse" CHROMIUM="$(command -v chromium)" \
+  node dashboard-tests/run.mjs

@@ -20,6 +20,7 @@ use crate::upstream::UpstreamConfig;
 const FLAT_ENV_KEYS: &[(&str, &str)] = &[
     ("upstream_url", "upstream.url"),
     ("upstream_authorization", "upstream.authorization"),
+    ("rules_dir", "risk.rules_dir"),
 ];
 
 /// The whole configuration.
@@ -30,8 +31,6 @@ pub struct Config {
     pub listen: String,
     /// `sqlite://PATH` (embedded, created on start) or `postgres://...` (shared by replicas).
     pub database_url: Secret,
-    /// Directory of risk rules (YAML).
-    pub rules_dir: PathBuf,
     /// The admin API's bearer tokens (`[[admin.tokens]]`, stored as SHA-256 hashes).
     pub admin: crate::admin::AdminConfig,
     /// Log format: `text` or `json`.
@@ -49,9 +48,22 @@ pub struct Config {
     pub reconcile_interval_secs: u64,
     /// Spending policy (`[policy]`); empty checks nothing.
     pub policy: PolicyConfig,
+    /// Risk scoring (`[risk]`): rule directory, thresholds, reloading.
+    pub risk: crate::risk::RiskConfig,
     /// Operations (`[ops]`): metrics listener, shutdown drain, readiness probes.
     #[serde(default)]
     pub ops: crate::metrics::OpsConfig,
+    /// Evidence signing key, dispute limits and retention (`[evidence]`).
+    pub evidence: crate::evidence::config::EvidenceConfig,
+    /// A file holding the policy instead of `[policy]` (TOML, or YAML by extension),
+    /// hot-reloaded when it changes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy_file: Option<PathBuf>,
+    /// How often `policy_file` is checked for changes, in seconds.
+    pub policy_reload_secs: u64,
+    /// Webhooks (`[[webhooks]]`) for policy and review events.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub webhooks: Vec<crate::webhook::WebhookConfig>,
 }
 
 impl Default for Config {
@@ -59,7 +71,6 @@ impl Default for Config {
         Self {
             listen: "127.0.0.1:4020".to_owned(),
             database_url: Secret("sqlite://gatehouse.db".to_owned()),
-            rules_dir: PathBuf::from("risk-rules"),
             admin: crate::admin::AdminConfig::default(),
             log_format: LogFormat::Text,
             max_body_bytes: 256 * 1024,
@@ -68,7 +79,12 @@ impl Default for Config {
             chains: BTreeMap::new(),
             reconcile_interval_secs: 15,
             policy: PolicyConfig::default(),
+            risk: crate::risk::RiskConfig::default(),
             ops: crate::metrics::OpsConfig::default(),
+            evidence: crate::evidence::config::EvidenceConfig::default(),
+            policy_file: None,
+            policy_reload_secs: 2,
+            webhooks: Vec::new(),
         }
     }
 }
@@ -273,10 +289,17 @@ impl Config {
             }
             if chain.settlement == SettlementMode::Local {
                 let key = format!("chains.\"{id}\"");
-                if !id.starts_with("eip155:") {
+                if !id.starts_with("eip155:") && !id.starts_with("solana:") {
                     problem(
                         &format!("{key}.settlement"),
-                        "local settlement is only available on eip155 chains".into(),
+                        "local settlement is only available on eip155 and solana chains".into(),
+                    );
+                }
+                if id.starts_with("solana:") && !chain.fee_payers.is_empty() {
+                    problem(
+                        &format!("{key}.fee_payers"),
+                        "not used with local settlement: the only fee payer is the signer key"
+                            .into(),
                     );
                 }
                 if !chain.onchain_checks || chain.rpc_urls.is_empty() {
@@ -322,8 +345,20 @@ impl Config {
         if self.reconcile_interval_secs == 0 {
             problem("reconcile_interval_secs", "must be greater than 0".into());
         }
+        if self.policy_file.is_some() && !self.policy.is_empty() {
+            problem(
+                "policy_file",
+                "set [policy] or policy_file, not both".into(),
+            );
+        }
+        if self.policy_reload_secs == 0 {
+            problem("policy_reload_secs", "must be greater than 0".into());
+        }
         problems.extend(self.policy.problems());
+        problems.extend(crate::webhook::problems(&self.webhooks));
         problems.extend(self.admin.problems());
+        problems.extend(self.risk.problems());
+        problems.extend(self.evidence.problems());
         if problems.is_empty() {
             Ok(())
         } else {
@@ -365,6 +400,7 @@ fn is_http_url(s: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::PathBuf;
 
     /// An environment provider that sees nothing: tests that don't exercise the environment
     /// must not depend on the process's.
@@ -392,7 +428,7 @@ mod tests {
             assert_eq!(c.listen, "127.0.0.1:6000");
             assert_eq!(c.database_url.expose(), "postgres://db/g");
             assert_eq!(c.upstream.url, "http://127.0.0.1:7/f");
-            assert_eq!(c.rules_dir, PathBuf::from("/etc/rules"));
+            assert_eq!(c.risk.rules_dir, PathBuf::from("/etc/rules"));
             assert_eq!(c.upstream.settle_timeout_ms, 200_000);
             Ok(())
         });
@@ -415,16 +451,23 @@ mod tests {
             r#"
 listen = "127.0.0.1:5000"
 database_url = "sqlite://x.db"
-rules_dir = "rules"
 [upstream]
 url = "http://127.0.0.1:9/facilitator"
 [chains."eip155:84532"]
 rpc_urls = ["http://127.0.0.1:8545"]
+[risk]
+rules_dir = "rules"
+review_at = 30
+deny_at = 60
+reload_secs = 5
 "#,
         )
         .unwrap();
         let c = Config::figment(Some(&path), no_env()).unwrap();
         assert_eq!(c.listen, "127.0.0.1:5000");
+        assert_eq!(c.risk.rules_dir, PathBuf::from("rules"));
+        assert_eq!(c.risk.thresholds().review_at, 30);
+        assert_eq!(c.risk.reload_secs, 5);
         assert_eq!(c.upstream.url, "http://127.0.0.1:9/facilitator");
         assert_eq!(c.chains["eip155:84532"].rpc_urls, ["http://127.0.0.1:8545"]);
     }

@@ -1,4 +1,5 @@
-//! The `gatehouse` binary: `serve`, `migrate`, `check-config`, `admin token`.
+//! The `gatehouse` binary: `serve`, `migrate`, `check-config`, `admin token`, `rules ...`,
+//! `evidence ...`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -28,6 +29,12 @@ enum Command {
     /// Admin API helpers.
     #[command(subcommand)]
     Admin(AdminCommand),
+    /// Risk rule tools: check, test, backtest.
+    #[command(subcommand)]
+    Rules(gatehouse::risk::cli::RulesCommand),
+    /// Evidence: show, search, export, verify, prune.
+    #[command(subcommand)]
+    Evidence(gatehouse::evidence::cli::EvidenceCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -71,8 +78,14 @@ fn mint_token(name: &str, scopes: &[String]) -> ExitCode {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Some(Command::Rules(command)) = cli.command {
+        return gatehouse::risk::cli::run(command, cli.config.as_deref());
+    }
     if let Some(Command::Admin(AdminCommand::Token { name, scopes })) = &cli.command {
         return mint_token(name, scopes);
+    }
+    if let Some(Command::Evidence(command)) = cli.command {
+        return gatehouse::evidence::cli::main(command, cli.config.as_deref());
     }
     let config = match Config::load(cli.config.as_deref()) {
         Ok(config) => config,
@@ -107,7 +120,7 @@ fn main() -> ExitCode {
             }
             Command::Serve | Command::CheckConfig => serve(config).await,
             // Handled before the runtime starts.
-            Command::Admin(_) => Ok(()),
+            Command::Admin(_) | Command::Rules(_) | Command::Evidence(_) => Ok(()),
         }
     });
     match result {

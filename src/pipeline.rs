@@ -4,7 +4,8 @@
 //! place ([`Run::push_checked`]), and never a silent allow.
 //!
 //! Who settles is chosen per chain, once, by [`Settlers`]: the upstream facilitator
-//! (`settlement = "forward"`) or Gatehouse's own [`EvmSettler`] (`"local"`). Everything around
+//! (`settlement = "forward"`) or Gatehouse's own [`EvmSettler`] / [`SvmSettler`] (`"local"`).
+//! Everything around
 //! that one seam (journal claim, evidence, exactly-once) is the same for both.
 
 use std::collections::BTreeMap;
@@ -17,13 +18,15 @@ use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
 
 use crate::chain::evm::settle::{EvmSettler, SettleOutcome};
+use crate::chain::svm::settle::{SvmSettleOutcome, SvmSettler};
 use crate::chain::{ChainCheckers, ChainError};
 use crate::clock::SharedClock;
-use crate::policy::{Hold, Policy};
+use crate::policy::{Hold, Policy, PolicyHandle};
 use crate::protocol::{
     DecodeError, FacilitatorRequest, Payment, SettleResponse, VerifyResponse, X402Version,
     normalise,
 };
+use crate::risk::payment::{DecisionSummary, RiskInputs, RiskService};
 use crate::store::{
     Begin, EvidenceDraft, SettlementClaim, SettlementOutcome, SettlementState, Store,
 };
@@ -38,6 +41,8 @@ pub struct RequestContext {
     pub request_id: String,
     /// The incoming `Authorization` header, passed through to the upstream unless replaced.
     pub authorization: Option<HeaderValue>,
+    /// Risk inputs named by x402-secure's headers (the payload extension is read later).
+    pub risk: RiskInputs,
 }
 
 /// A response body with its HTTP status (200 for every business outcome, spec §1.7).
@@ -47,6 +52,8 @@ pub struct Reply<T> {
     pub status: StatusCode,
     /// The body.
     pub body: T,
+    /// The risk decision, for the `X-Risk-*` response headers (when the risk step ran).
+    pub risk: Option<DecisionSummary>,
 }
 
 impl<T> Reply<T> {
@@ -54,7 +61,13 @@ impl<T> Reply<T> {
         Self {
             status: StatusCode::OK,
             body,
+            risk: None,
         }
+    }
+
+    fn with_risk(mut self, run: &Run) -> Self {
+        self.risk = run.risk_summary.clone();
+        self
     }
 }
 
@@ -76,6 +89,7 @@ pub enum PipelineError {
 #[derive(Debug, Clone, Default)]
 pub struct Settlers {
     local: BTreeMap<String, Arc<EvmSettler>>,
+    local_svm: BTreeMap<String, Arc<SvmSettler>>,
 }
 
 impl Settlers {
@@ -90,8 +104,23 @@ impl Settlers {
         self.local.iter().map(|(id, s)| (id.as_str(), s))
     }
 
+    /// Solana payments on `network` (CAIP-2) are settled by `settler`, as its fee payer.
+    pub fn with_local_svm(mut self, network: &str, settler: Arc<SvmSettler>) -> Self {
+        self.local_svm.insert(network.to_owned(), settler);
+        self
+    }
+
+    /// The locally settled Solana networks (CAIP-2) and their settlers.
+    pub fn local_svm(&self) -> impl Iterator<Item = (&str, &Arc<SvmSettler>)> {
+        self.local_svm.iter().map(|(id, s)| (id.as_str(), s))
+    }
+
     fn for_payment(&self, payment: &Payment) -> Settlement<'_> {
-        match self.local.get(payment.network.caip2.as_str()) {
+        let network = payment.network.caip2.as_str();
+        if let Some(settler) = self.local_svm.get(network) {
+            return Settlement::LocalSvm(settler);
+        }
+        match self.local.get(network) {
             Some(settler) => Settlement::Local(settler),
             None => Settlement::Forward,
         }
@@ -104,6 +133,8 @@ enum Settlement<'a> {
     Forward,
     /// Gatehouse settles from its own key; the on-chain check is the only verification.
     Local(&'a EvmSettler),
+    /// The same on Solana: Gatehouse signs as the fee payer and sends.
+    LocalSvm(&'a SvmSettler),
 }
 
 /// The verify and settle pipelines, shared by every request.
@@ -114,7 +145,8 @@ pub struct Pipeline {
     chains: ChainCheckers,
     settlers: Settlers,
     clock: SharedClock,
-    policy: Arc<Policy>,
+    policy: PolicyHandle,
+    risk: Option<Arc<RiskService>>,
 }
 
 impl Pipeline {
@@ -131,8 +163,20 @@ impl Pipeline {
             chains,
             settlers: Settlers::default(),
             clock,
-            policy: Arc::new(Policy::default()),
+            policy: PolicyHandle::default(),
+            risk: None,
         }
+    }
+
+    /// Scores payments for risk (without it the risk step records that nothing was checked).
+    pub fn with_risk(mut self, risk: Arc<RiskService>) -> Self {
+        self.risk = Some(risk);
+        self
+    }
+
+    /// The risk service, for the `/risk` routes.
+    pub fn risk(&self) -> Option<&Arc<RiskService>> {
+        self.risk.as_ref()
     }
 
     /// Settles the chains named in `settlers` locally (default: everything is forwarded).
@@ -143,8 +187,18 @@ impl Pipeline {
 
     /// Applies a spending policy (the default checks nothing).
     pub fn with_policy(mut self, policy: Policy) -> Self {
-        self.policy = Arc::new(policy);
+        self.policy = PolicyHandle::new(policy);
         self
+    }
+
+    /// The policy in force, swappable at runtime (hot reload, admin API).
+    pub fn policy(&self) -> &PolicyHandle {
+        &self.policy
+    }
+
+    /// The clock every step reads.
+    pub fn clock(&self) -> &SharedClock {
+        &self.clock
     }
 
     /// Gate 1: every check, the decision recorded, then the upstream's own verify.
@@ -171,7 +225,7 @@ impl Pipeline {
                 payer,
             ),
             None => match payment.as_ref().map(|p| self.settlers.for_payment(p)) {
-                Some(Settlement::Local(_)) => {
+                Some(Settlement::Local(_) | Settlement::LocalSvm(_)) => {
                     run.push(Verdict::allow(Step::Upstream).with_checked(
                         "local settlement: no upstream verify; the on-chain check is the authority",
                     ));
@@ -203,8 +257,17 @@ impl Pipeline {
         {
             self.release_fresh_hold(&run, payment).await;
         }
+        if let Some(summary) = &run.risk_summary
+            && request.version == X402Version::V2
+            && let Ok(value) = serde_json::to_value(summary)
+        {
+            response
+                .extensions
+                .get_or_insert_with(Map::new)
+                .insert(crate::risk::payment::EXTENSION.to_owned(), value);
+        }
         telemetry::decided(Gate::Verify, &run.decision_label(), run.lap.total());
-        Ok(Reply::ok(response))
+        Ok(Reply::ok(response).with_risk(&run))
     }
 
     /// Gate 2: the same checks, then the settlement journal makes forwarding exactly-once.
@@ -315,6 +378,7 @@ impl Pipeline {
                     "request": raw_json(&request),
                     "payment": &payment,
                     "verdicts": &run.verdicts,
+                    "risk": &run.risk,
                     "settlement": settlement.label(),
                 }),
             ))
@@ -341,7 +405,11 @@ impl Pipeline {
                 classify_settle(&request, &payment, &network, forwarded)
             }
             Settlement::Local(settler) => {
-                let outcome = settler.settle(&payment).await;
+                let outcome = settler.settle(&payment).await.map(LocalOutcome::from);
+                classify_local(&request, &payment, &network, outcome)
+            }
+            Settlement::LocalSvm(settler) => {
+                let outcome = settler.settle(&payment).await.map(LocalOutcome::from);
                 classify_local(&request, &payment, &network, outcome)
             }
         };
@@ -364,6 +432,7 @@ impl Pipeline {
         Ok(Reply {
             status: settled.status,
             body: settled.response,
+            risk: run.risk_summary.clone(),
         })
     }
 
@@ -381,17 +450,35 @@ impl Pipeline {
         let chain = self.chains.check(&payment, run.gate, now_secs).await;
         run.push_checked(Step::Chain, chain);
         if run.allowed() {
-            let decision = self
-                .policy
-                .check(&*self.store, &payment, &run.request_id, self.clock.now_ms())
+            // One policy for the whole check, even if it is swapped meanwhile.
+            let policy = self.policy.current();
+            let decision = policy
+                .check(
+                    &*self.store,
+                    &payment,
+                    None,
+                    &run.request_id,
+                    self.clock.now_ms(),
+                )
                 .await;
             run.hold = decision.as_ref().map_or(Hold::None, |d| d.hold);
             run.push_checked(Step::Policy, decision.map(|d| d.verdict));
         }
         if run.allowed() {
-            // Risk scoring plugs in here (its own issue); until it is configured the evidence
-            // says plainly that nothing was checked.
-            run.push(Verdict::allow(Step::Risk).with_checked("no risk rules configured"));
+            match &self.risk {
+                Some(risk) => {
+                    let inputs = run.risk_inputs.clone();
+                    let outcome = risk
+                        .assess_payment(run.gate, &payment, request.payment_payload(), &inputs)
+                        .await;
+                    run.risk = Some(outcome.evidence);
+                    run.risk_summary = outcome.summary;
+                    run.push(outcome.verdict);
+                }
+                None => {
+                    run.push(Verdict::allow(Step::Risk).with_checked("no risk rules configured"))
+                }
+            }
         }
         Some(payment)
     }
@@ -518,6 +605,7 @@ impl Pipeline {
                 "verdicts": &run.verdicts,
                 "notes": &run.notes,
                 "upstream": &run.upstream,
+                "risk": &run.risk,
                 "response": response,
                 "elapsed_ms": run.elapsed_ms(&*self.clock),
             }),
@@ -536,7 +624,7 @@ impl Pipeline {
         let payer = payment.and_then(payment_payer);
         let response = settle_failure(request, reason, payer, request.response_network(), "");
         self.record_settle(run, request, payment, &response).await;
-        Reply::ok(response)
+        Reply::ok(response).with_risk(run)
     }
 
     async fn record_settle(
@@ -574,9 +662,8 @@ impl Pipeline {
     /// After the upstream answered: settled (or unknown, the money may have moved) commits
     /// the payment's reservation; a definitive failure releases it.
     async fn settle_budget(&self, payment: &Payment, state: SettlementState) {
-        if self.policy.is_empty() {
-            return;
-        }
+        // No shortcut on an empty policy: it may have been swapped since the verify that
+        // made the hold; with no hold this is one indexed read.
         let now_ms = self.clock.now_ms();
         let result = match state {
             SettlementState::Settled | SettlementState::Pending => {
@@ -625,6 +712,12 @@ struct Run {
     upstream: Option<Value>,
     /// Whether this request made (or found) a policy reservation.
     hold: Hold,
+    /// The risk inputs the request named.
+    risk_inputs: RiskInputs,
+    /// Risk evidence: `{context, assessment, ...}` (replayable).
+    risk: Option<Value>,
+    /// The risk decision, for response headers.
+    risk_summary: Option<DecisionSummary>,
     /// Per-step latency for `/metrics`.
     lap: crate::metrics::Lap,
 }
@@ -639,6 +732,9 @@ impl Run {
             notes: Vec::new(),
             upstream: None,
             hold: Hold::None,
+            risk_inputs: ctx.risk.clone(),
+            risk: None,
+            risk_summary: None,
             lap: crate::metrics::Lap::start(),
         }
     }
@@ -819,7 +915,48 @@ impl Settlement<'_> {
     fn label(&self) -> &'static str {
         match self {
             Settlement::Forward => "forward",
-            Settlement::Local(_) => "local",
+            Settlement::Local(_) | Settlement::LocalSvm(_) => "local",
+        }
+    }
+}
+
+/// A local settlement's outcome, chain-neutral (transaction ids as the wire shows them).
+enum LocalOutcome {
+    Settled { tx: String },
+    Failed { reason: Reason, tx: Option<String> },
+    Pending { tx: String, detail: String },
+}
+
+impl From<SettleOutcome> for LocalOutcome {
+    fn from(outcome: SettleOutcome) -> Self {
+        match outcome {
+            SettleOutcome::Settled { tx } => Self::Settled {
+                tx: format!("{tx:#x}"),
+            },
+            SettleOutcome::Failed { reason, tx } => Self::Failed {
+                reason,
+                tx: tx.map(|t| format!("{t:#x}")),
+            },
+            SettleOutcome::Pending { tx, detail } => Self::Pending {
+                tx: format!("{tx:#x}"),
+                detail,
+            },
+        }
+    }
+}
+
+impl From<SvmSettleOutcome> for LocalOutcome {
+    fn from(outcome: SvmSettleOutcome) -> Self {
+        match outcome {
+            SvmSettleOutcome::Settled { signature } => Self::Settled { tx: signature },
+            SvmSettleOutcome::Failed { reason, signature } => Self::Failed {
+                reason,
+                tx: signature,
+            },
+            SvmSettleOutcome::Pending { signature, detail } => Self::Pending {
+                tx: signature,
+                detail,
+            },
         }
     }
 }
@@ -830,7 +967,7 @@ fn classify_local(
     request: &FacilitatorRequest,
     payment: &Payment,
     network: &str,
-    outcome: Result<SettleOutcome, ChainError>,
+    outcome: Result<LocalOutcome, ChainError>,
 ) -> Settled {
     let payer = payment.payer.clone();
     let not_settled = |state, reason: Reason, tx: Option<String>, summary: Value| Settled {
@@ -849,25 +986,20 @@ fn classify_local(
         upstream: summary,
     };
     match outcome {
-        Ok(SettleOutcome::Settled { tx }) => {
-            let hash = format!("{tx:#x}");
-            Settled {
-                state: SettlementState::Settled,
-                status: StatusCode::OK,
-                response: settled_response(payer.clone(), network, &hash),
-                upstream: json!({"settlement": "local", "outcome": "settled", "transaction": &hash}),
-                transaction: Some(hash),
-                reason: ReasonCode::Upstream(String::new()),
-                message: String::new(),
-            }
-        }
-        Ok(SettleOutcome::Failed { reason, tx }) => {
-            let hash = tx.map(|t| format!("{t:#x}"));
+        Ok(LocalOutcome::Settled { tx: hash }) => Settled {
+            state: SettlementState::Settled,
+            status: StatusCode::OK,
+            response: settled_response(payer.clone(), network, &hash),
+            upstream: json!({"settlement": "local", "outcome": "settled", "transaction": &hash}),
+            transaction: Some(hash),
+            reason: ReasonCode::Upstream(String::new()),
+            message: String::new(),
+        },
+        Ok(LocalOutcome::Failed { reason, tx: hash }) => {
             let summary = json!({"settlement": "local", "outcome": "failed", "transaction": &hash});
             not_settled(SettlementState::Failed, reason, hash, summary)
         }
-        Ok(SettleOutcome::Pending { tx, detail }) => {
-            let hash = format!("{tx:#x}");
+        Ok(LocalOutcome::Pending { tx: hash, detail }) => {
             let summary = json!({"settlement": "local", "outcome": "pending", "transaction": &hash, "detail": &detail});
             let reason = Reason::new(
                 ReasonCode::SettlementPending,

@@ -10,6 +10,12 @@
 //! finishes the journal entry and appends a `reconcile` evidence record; an undecided one is
 //! left for the next round.
 //!
+//! Solana entries (chains with a [`SvmSettler`]) are resolved by signature instead: the recorded
+//! transaction signature, or for a local entry without one the signature Gatehouse's key gives
+//! the same transaction (ed25519 is deterministic). Confirmed → settled (or failed when it
+//! landed with an error); unknown once the blockhash is no longer valid at `finalized`
+//! commitment → failed, it can never land; else left for the next round.
+//!
 //! Entries still `in_flight` belong to a request that may still be running, so they are only
 //! examined once *stale*: not updated for `stale_in_flight_after` (the server uses
 //! `request_timeout_ms` + 60 s; every settle, forwarded or local, is bounded below
@@ -27,6 +33,7 @@ use bytes::Bytes;
 use serde_json::{Value, json};
 
 use crate::chain::evm::settle::{EvmSettler, Reconciled};
+use crate::chain::svm::settle::{SvmReconciled, SvmSettlers};
 use crate::clock::SharedClock;
 use crate::pipeline::{settled_response, state_label, wire_reason};
 use crate::protocol::{FacilitatorRequest, Payment, SettleResponse, normalise};
@@ -58,6 +65,7 @@ pub struct ReconcileReport {
 pub struct Reconciler {
     store: Arc<dyn Store>,
     chains: BTreeMap<String, Arc<EvmSettler>>,
+    svm: SvmSettlers,
     clock: SharedClock,
     stale_in_flight_after: Duration,
 }
@@ -88,9 +96,16 @@ impl Reconciler {
         Self {
             store,
             chains,
+            svm: SvmSettlers::new(),
             clock,
             stale_in_flight_after,
         }
+    }
+
+    /// Also resolves Solana entries, on the networks (CAIP-2) of `settlers`.
+    pub fn with_svm(mut self, settlers: SvmSettlers) -> Self {
+        self.svm = settlers;
+        self
     }
 
     /// One round over the pending (and stale in-flight) entries. `Err` only when the journal
@@ -150,6 +165,43 @@ impl Reconciler {
         &self,
         record: &SettlementRecord,
     ) -> Result<Option<SettlementState>, EntryError> {
+        if let Some(settler) = self.svm.get(&record.network) {
+            let (request, payment) = self.recorded_payment(record).await?;
+            let answer = settler
+                .reconcile(&payment, record.transaction.as_deref())
+                .await?;
+            let network = request.response_network().to_owned();
+            let payer = payment.payer.clone();
+            let (state, transaction, response) = match &answer {
+                SvmReconciled::Settled { signature } => (
+                    SettlementState::Settled,
+                    signature.clone(),
+                    settled_response(payer, &network, signature),
+                ),
+                SvmReconciled::LandedFailed { signature, error } => {
+                    let reason = Reason::new(
+                        ReasonCode::Svm(crate::chain::svm::settle::TRANSACTION_FAILED),
+                        format!("the settlement transaction landed and failed: {error}"),
+                    );
+                    let response = failure(&request, &reason, payer, &network, signature);
+                    (SettlementState::Failed, signature.clone(), response)
+                }
+                SvmReconciled::NotLanded { .. } => {
+                    let reason = Reason::new(
+                        ReasonCode::Svm(crate::chain::svm::settle::BLOCK_HEIGHT_EXCEEDED),
+                        "the transaction's blockhash expired and it never landed; nothing was transferred",
+                    );
+                    let response = failure(&request, &reason, payer, &network, "");
+                    (SettlementState::Failed, String::new(), response)
+                }
+                SvmReconciled::Undecided => return Ok(None),
+            };
+            let answer = format!("{answer:?}");
+            return self
+                .conclude(record, state, transaction, response, answer)
+                .await
+                .map(Some);
+        }
         let Some(settler) = self.chains.get(&record.network) else {
             return Ok(None);
         };
@@ -191,6 +243,21 @@ impl Reconciler {
             }
             Reconciled::NotSettled { expired: false } => return Ok(None),
         };
+        let answer = format!("{answer:?}");
+        self.conclude(record, state, transaction, response, answer)
+            .await
+            .map(Some)
+    }
+
+    /// Finishes the journal entry and records the `reconcile` evidence.
+    async fn conclude(
+        &self,
+        record: &SettlementRecord,
+        state: SettlementState,
+        transaction: String,
+        response: SettleResponse,
+        answer: String,
+    ) -> Result<SettlementState, EntryError> {
         let now_ms = self.clock.now_ms();
         let outcome = SettlementOutcome {
             state,
@@ -212,14 +279,14 @@ impl Reconciler {
                 body: json!({
                     "previous_state": state_label(record.state),
                     "previous_transaction": &record.transaction,
-                    "chain_answer": format!("{answer:?}"),
+                    "chain_answer": answer,
                     "state": state_label(state),
                     "transaction": &transaction,
                     "response": &response,
                 }),
             })
             .await?;
-        Ok(Some(state))
+        Ok(state)
     }
 
     /// The request recorded just before the settlement left Gatehouse, normalised again.

@@ -1,6 +1,12 @@
 //! The admin API under `/admin`: bearer-token authentication with scopes, an audit log line
 //! for every call, and the routes each area contributes (evidence, disputes, policy, review).
 //!
+//! Each admin operation declares its scope in the OpenAPI document (`x-gatehouse-scope`:
+//! `operator`, `reader` or `payee`), and this layer enforces `operator` and `reader` before the
+//! handler runs (an undeclared route needs the operator: fail closed); `payee` routes let
+//! any token in and their handlers call [`Principal::require_payee`] or filter by
+//! [`Principal::visible_payees`].
+//!
 //! Tokens are configured as SHA-256 hashes (`[[admin.tokens]]`), so a leaked configuration
 //! does not leak a usable token; `gatehouse admin token` mints one. Without a valid token
 //! every admin route answers 401, whatever the path, before any handler runs.
@@ -9,7 +15,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::{FromRequestParts, Request, State};
+use axum::extract::{FromRequestParts, MatchedPath, Request, State};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use http::request::Parts;
@@ -288,6 +294,77 @@ impl FromRequestParts<AppState> for Principal {
     }
 }
 
+/// What an admin operation requires, from its `x-gatehouse-scope`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RouteScope {
+    /// Operators only (mutations).
+    Operator,
+    /// Operators and auditors.
+    Reader,
+    /// Any token; the handler restricts sellers to their own payees.
+    Payee,
+}
+
+impl RouteScope {
+    /// Parses the extension's value.
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "operator" => Some(Self::Operator),
+            "reader" => Some(Self::Reader),
+            "payee" => Some(Self::Payee),
+            _ => None,
+        }
+    }
+}
+
+/// The declared scope of `method path` (an OpenAPI path template under `/admin`); an
+/// undeclared or unknown one is [`RouteScope::Operator`] (fail closed).
+pub fn route_scope(path: &str, method: &http::Method) -> RouteScope {
+    let declared = crate::server::openapi::document()
+        .as_ref()
+        .ok()
+        .and_then(|doc| {
+            doc["paths"][path][method.as_str().to_ascii_lowercase()].get("x-gatehouse-scope")
+        })
+        .and_then(|v| v.as_str())
+        .and_then(RouteScope::parse);
+    declared.unwrap_or_else(|| {
+        tracing::warn!(%method, path, "Admin route without x-gatehouse-scope; operators only.");
+        RouteScope::Operator
+    })
+}
+
+fn enforce_scope(parts: &Parts, principal: &Principal) -> Result<(), ApiError> {
+    // The fallback (no such route) has no matched path; it answers 404 itself.
+    let Some(matched) = parts.extensions.get::<MatchedPath>() else {
+        return Ok(());
+    };
+    let path = if matched.as_str().starts_with("/admin") {
+        matched.as_str().to_owned()
+    } else {
+        format!("/admin{}", matched.as_str())
+    };
+    match route_scope(&path, &parts.method) {
+        RouteScope::Operator => principal.require_operator(),
+        RouteScope::Reader => principal.require_reader(),
+        RouteScope::Payee => Ok(()),
+    }
+}
+
+/// Runs after routing (a route layer, so the matched path is known) and after
+/// [`authenticate`] (which put the principal in the extensions): refuses a principal the
+/// route's declared scope does not admit.
+async fn authorise(request: Request, next: Next) -> Response {
+    let (parts, body) = request.into_parts();
+    let Some(principal) = parts.extensions.get::<Principal>() else {
+        return ApiError::Unauthorized("an admin bearer token is required".into()).into_response();
+    };
+    if let Err(error) = enforce_scope(&parts, principal) {
+        return error.into_response();
+    }
+    next.run(Request::from_parts(parts, body)).await
+}
+
 /// Authenticates every admin request and writes the audit line (who, what, outcome).
 async fn authenticate(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let (mut parts, body) = request.into_parts();
@@ -334,6 +411,12 @@ async fn whoami(principal: Principal) -> impl IntoResponse {
 pub fn routes(state: AppState) -> Router<AppState> {
     Router::new()
         .route("/whoami", axum::routing::get(whoami))
+        .merge(crate::dashboard::admin_routes())
+        .merge(crate::risk::routes::admin_routes())
+        .merge(crate::evidence::admin::routes())
+        .merge(crate::policy::admin::routes())
+        // Every area's routes are merged above this line, so the scope check covers them.
+        .route_layer(middleware::from_fn(authorise))
         .fallback(|| async { ApiError::NotFound("no such admin route".into()) })
         .layer(middleware::from_fn_with_state(state, authenticate))
 }
@@ -370,6 +453,27 @@ mod tests {
         assert!(p.require_payee("0xabcDEF").is_ok());
         assert!(p.require_payee("0x0000").is_err());
         assert!(p.require_operator().is_err());
+    }
+
+    #[test]
+    fn route_scopes_come_from_the_openapi_document() {
+        let post = http::Method::POST;
+        let get = http::Method::GET;
+        assert_eq!(
+            route_scope("/admin/evidence/prune", &post),
+            RouteScope::Operator
+        );
+        assert_eq!(
+            route_scope("/admin/evidence/verify", &get),
+            RouteScope::Reader
+        );
+        assert_eq!(route_scope("/admin/whoami", &get), RouteScope::Payee);
+        // Undeclared: operators only.
+        assert_eq!(route_scope("/admin/whoami", &post), RouteScope::Operator);
+        assert_eq!(
+            route_scope("/admin/undocumented", &get),
+            RouteScope::Operator
+        );
     }
 
     #[test]

@@ -48,18 +48,19 @@ pub struct ChainConfig {
     #[serde(default)]
     pub simulation_from: Option<String>,
     /// Who settles payments on this chain: the upstream facilitator (`forward`, the default)
-    /// or Gatehouse itself from its own key (`local`, EVM only).
+    /// or Gatehouse itself from its own key (`local`, EVM and Solana).
     #[serde(default)]
     pub settlement: SettlementMode,
-    /// Local settlement: the environment variable holding the facilitator's hex private key.
-    /// The key itself never enters the configuration, so it is never printed.
+    /// Local settlement: the environment variable holding the facilitator's key (EVM: hex
+    /// private key; Solana: a 64-byte keypair, base58 or the JSON array `solana-keygen`
+    /// writes). The key itself never enters the configuration, so it is never printed.
     #[serde(default)]
     pub signer_key_env: Option<String>,
-    /// Local settlement: a file holding the facilitator's hex private key.
+    /// Local settlement: a file holding the facilitator's key (same formats).
     #[serde(default)]
     pub signer_key_file: Option<PathBuf>,
-    /// Local settlement: how long to wait for a receipt before the outcome becomes
-    /// `settlement_pending` (resolved later by the reconciler). Default: 120 s.
+    /// Local settlement: how long to wait for a receipt (Solana: a confirmation) before the
+    /// outcome becomes `settlement_pending` (resolved later by the reconciler). Default: 120 s.
     #[serde(default)]
     pub settle_receipt_timeout_secs: Option<u64>,
     /// Local settlement: the most a settlement transaction may pay per gas, in wei. A network

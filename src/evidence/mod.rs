@@ -2,12 +2,79 @@
 //! covers the previous record's hash, so any edit, deletion or reordering is detectable.
 //!
 //! This module owns the pure part: the canonical body encoding, the record hash, and chain
-//! verification. It does no I/O except [`verify_store`], which only reads through [`Store`].
-//! Writing records (and serialising writers) is the store's job.
+//! verification ([`verify_store`] only reads through [`Store`]). Writing records (and
+//! serialising writers) is the store's job. Its submodules turn the log into something people
+//! use: search ([`query`]), signed bundles ([`bundle`], [`signing`]), disputes ([`dispute`]),
+//! retention with signed checkpoints ([`retention`]), the admin routes ([`admin`]) and the
+//! `gatehouse evidence` CLI ([`cli`]).
+
+pub mod admin;
+pub mod bundle;
+pub mod cli;
+pub mod config;
+pub mod dispute;
+pub mod query;
+pub mod retention;
+pub mod signing;
+
+use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
 
+use crate::clock::SharedClock;
+use crate::store::evidence::Checkpoint;
 use crate::store::{EvidenceRecord, Store, StoreError};
+
+/// The signing key for `config` on the database `database_url`: `signing_key_file`, or a
+/// file next to a SQLite database (`<db file>.evidence.key`), generated when missing; with
+/// neither (PostgreSQL, in-memory SQLite) an ephemeral key, with a warning.
+pub fn signer_for(
+    config: &config::EvidenceConfig,
+    database_url: &str,
+) -> Result<signing::EvidenceSigner, signing::SigningError> {
+    match config
+        .signing_key_file
+        .clone()
+        .or_else(|| default_key_path(database_url))
+    {
+        Some(path) => signing::EvidenceSigner::load_or_create(&path),
+        None => {
+            tracing::warn!(
+                "No [evidence] signing_key_file: bundles and checkpoints are signed by an \
+                 ephemeral key that changes on restart."
+            );
+            signing::EvidenceSigner::generate()
+        }
+    }
+}
+
+/// `<db file>.evidence.key` for a SQLite file URL.
+pub fn default_key_path(database_url: &str) -> Option<std::path::PathBuf> {
+    let rest = database_url.strip_prefix("sqlite:")?;
+    let path = rest.strip_prefix("//").unwrap_or(rest);
+    let path = path.split('?').next().unwrap_or(path);
+    if path.is_empty() || path.contains(":memory:") || database_url.contains("mode=memory") {
+        return None;
+    }
+    Some(std::path::PathBuf::from(format!("{path}.evidence.key")))
+}
+
+/// The body of a pruned record (retention). Its hash is kept; only a signed checkpoint at or
+/// after it vouches for it, and the database refuses any other update.
+pub const TOMBSTONE_BODY: &str = r#"{"$pruned":true}"#;
+
+/// What the admin routes, the retention job and the CLI share.
+#[derive(Debug, Clone)]
+pub struct EvidenceService {
+    /// The store.
+    pub store: Arc<dyn Store>,
+    /// The clock.
+    pub clock: SharedClock,
+    /// The signing key.
+    pub signer: Arc<signing::EvidenceSigner>,
+    /// The `[evidence]` section.
+    pub config: config::EvidenceConfig,
+}
 
 /// The `prev_hash` of the first record: 64 zeros.
 pub const GENESIS_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
@@ -116,11 +183,48 @@ pub enum BreakReason {
     PrevHashMismatch,
     /// The stored hash does not match the record's fields (a field was edited).
     HashMismatch,
+    /// The body is the pruning tombstone, but no checkpoint covers the record.
+    PrunedWithoutCheckpoint,
+    /// The record's hash differs from the signed checkpoint at its seq.
+    CheckpointMismatch,
+    /// The latest checkpoint's signature does not verify.
+    CheckpointSignature,
+    /// The chain ends before the head row or the latest checkpoint (records were removed
+    /// from the end).
+    Truncated {
+        /// The seq the chain should reach.
+        expected_last: i64,
+    },
+}
+
+impl BreakReason {
+    /// What differs, for people.
+    pub fn describe(&self) -> String {
+        match self {
+            Self::SeqGap { expected } => {
+                format!("sequence gap: expected seq {expected} (a record was deleted or moved)")
+            }
+            Self::PrevHashMismatch => {
+                "prev_hash does not name the previous record's hash (a record was replaced)".into()
+            }
+            Self::HashMismatch => {
+                "content does not match its hash (a field or the body was edited)".into()
+            }
+            Self::PrunedWithoutCheckpoint => {
+                "body is a pruning tombstone but no signed checkpoint covers it".into()
+            }
+            Self::CheckpointMismatch => "hash differs from the signed checkpoint".into(),
+            Self::CheckpointSignature => "the checkpoint's signature does not verify".into(),
+            Self::Truncated { expected_last } => {
+                format!("the chain ends before seq {expected_last} (records removed at the end)")
+            }
+        }
+    }
 }
 
 /// The first record at which a chain stops verifying.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("evidence chain broken at seq {seq}: {reason:?}")]
+#[error("evidence chain broken at seq {seq}: {}", reason.describe())]
 pub struct ChainBreak {
     /// Sequence number of the offending record.
     pub seq: i64,
@@ -131,43 +235,64 @@ pub struct ChainBreak {
 /// Verifies a run of consecutive records that should follow a record whose hash is
 /// `expected_prev`; returns the hash of the last record (or `expected_prev` if empty).
 ///
-/// When `expected_prev` is [`GENESIS_HASH`] the run must start at seq 1.
+/// When `expected_prev` is [`GENESIS_HASH`] the run must start at seq 1. Pruned records
+/// (tombstones) are refused here: only [`verify_store`], which knows the checkpoints, accepts
+/// them.
 pub fn verify_chain(records: &[EvidenceRecord], expected_prev: &str) -> Result<String, ChainBreak> {
     let first_seq = (expected_prev == GENESIS_HASH).then_some(1);
-    verify_run(records, expected_prev, first_seq)
+    let mut state = RunState {
+        prev: expected_prev.to_owned(),
+        expected_seq: first_seq,
+        pruned: 0,
+    };
+    verify_run(records, &mut state, None)?;
+    Ok(state.prev)
+}
+
+/// Where a verification pass stands between pages.
+struct RunState {
+    prev: String,
+    expected_seq: Option<i64>,
+    pruned: u64,
 }
 
 fn verify_run(
     records: &[EvidenceRecord],
-    expected_prev: &str,
-    mut expected_seq: Option<i64>,
-) -> Result<String, ChainBreak> {
-    let mut prev = expected_prev.to_owned();
+    state: &mut RunState,
+    checkpoint: Option<&Checkpoint>,
+) -> Result<(), ChainBreak> {
     for record in records {
-        if let Some(expected) = expected_seq
+        let fail = |reason| ChainBreak {
+            seq: record.seq,
+            reason,
+        };
+        if let Some(expected) = state.expected_seq
             && record.seq != expected
         {
-            return Err(ChainBreak {
-                seq: record.seq,
-                reason: BreakReason::SeqGap { expected },
-            });
+            return Err(fail(BreakReason::SeqGap { expected }));
         }
-        if record.prev_hash != prev {
-            return Err(ChainBreak {
-                seq: record.seq,
-                reason: BreakReason::PrevHashMismatch,
-            });
+        if record.prev_hash != state.prev {
+            return Err(fail(BreakReason::PrevHashMismatch));
         }
-        if expected_hash(record) != record.hash {
-            return Err(ChainBreak {
-                seq: record.seq,
-                reason: BreakReason::HashMismatch,
-            });
+        if record.body == TOMBSTONE_BODY {
+            // The content is gone; the hash is pinned by the links up to a signed checkpoint.
+            match checkpoint {
+                Some(c) if record.seq <= c.seq => state.pruned += 1,
+                _ => return Err(fail(BreakReason::PrunedWithoutCheckpoint)),
+            }
+        } else if expected_hash(record) != record.hash {
+            return Err(fail(BreakReason::HashMismatch));
         }
-        prev.clone_from(&record.hash);
-        expected_seq = record.seq.checked_add(1);
+        if let Some(c) = checkpoint
+            && c.seq == record.seq
+            && c.hash != record.hash
+        {
+            return Err(fail(BreakReason::CheckpointMismatch));
+        }
+        state.prev.clone_from(&record.hash);
+        state.expected_seq = record.seq.checked_add(1);
     }
-    Ok(prev)
+    Ok(())
 }
 
 /// Summary of a verified chain.
@@ -177,6 +302,10 @@ pub struct ChainReport {
     pub records: u64,
     /// Hash of the last record ([`GENESIS_HASH`] for an empty chain).
     pub head: String,
+    /// How many of them are pruned (vouched for by the checkpoint).
+    pub pruned: u64,
+    /// The latest checkpoint's seq, when there is one.
+    pub checkpoint: Option<i64>,
 }
 
 /// Why [`verify_store`] could not vouch for the chain.
@@ -190,7 +319,8 @@ pub enum VerifyError {
     Break(#[from] ChainBreak),
 }
 
-/// Reads the whole chain from `store`, page by page, and verifies every link and hash.
+/// Reads the whole chain from `store`, page by page, and verifies every link and hash, the
+/// latest checkpoint's signature and hash, and that the chain reaches its head row.
 pub async fn verify_store(store: &dyn Store) -> Result<ChainReport, VerifyError> {
     verify_store_paged(store, VERIFY_PAGE_SIZE).await
 }
@@ -201,17 +331,46 @@ pub async fn verify_store_paged(
     page_size: u32,
 ) -> Result<ChainReport, VerifyError> {
     let page_size = page_size.max(1);
-    let mut head = GENESIS_HASH.to_owned();
+    let checkpoint = store.latest_checkpoint().await?;
+    if let Some(c) = &checkpoint {
+        let message = signing::checkpoint_message(c.seq, &c.hash);
+        if signing::verify_hex(&c.public_key, &message, &c.signature).is_err() {
+            return Err(ChainBreak {
+                seq: c.seq,
+                reason: BreakReason::CheckpointSignature,
+            }
+            .into());
+        }
+    }
+    let mut state = RunState {
+        prev: GENESIS_HASH.to_owned(),
+        expected_seq: Some(1),
+        pruned: 0,
+    };
     let mut last_seq = 0i64;
     let mut records = 0u64;
     loop {
         let page = store.evidence_after(last_seq, page_size).await?;
         let Some(last) = page.last() else { break };
-        head = verify_run(&page, &head, last_seq.checked_add(1))?;
+        verify_run(&page, &mut state, checkpoint.as_ref())?;
         last_seq = last.seq;
         records += page.len() as u64;
     }
-    Ok(ChainReport { records, head })
+    let (head_seq, _) = store.chain_head().await?;
+    let expected_last = head_seq.max(checkpoint.as_ref().map_or(0, |c| c.seq));
+    if last_seq < expected_last {
+        return Err(ChainBreak {
+            seq: last_seq + 1,
+            reason: BreakReason::Truncated { expected_last },
+        }
+        .into());
+    }
+    Ok(ChainReport {
+        records,
+        head: state.prev,
+        pruned: state.pruned,
+        checkpoint: checkpoint.map(|c| c.seq),
+    })
 }
 
 #[cfg(test)]

@@ -1,6 +1,8 @@
 //! The `[policy]` config section. Amounts are atomic units written as decimal strings (money is
 //! never a float); every list and scope is optional, and an empty section checks nothing.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
 use crate::config::ConfigProblem;
@@ -132,6 +134,44 @@ pub struct PolicyConfig {
     /// Circuit breakers per payer and per endpoint. Unset: none.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub breaker: Option<BreakerConfig>,
+    /// Amount sanity (`[policy.amounts]`): known decimals and the endpoint's usual range.
+    #[serde(skip_serializing_if = "AmountSanity::is_off")]
+    pub amounts: AmountSanity,
+}
+
+/// `[policy.amounts]`: refuse amounts that make no sense. Off by default.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AmountSanity {
+    /// Refuse payments in an asset whose decimals are unknown (neither built in nor listed in
+    /// `decimals`). Default false.
+    pub require_known_decimals: bool,
+    /// Decimals of further assets, by contract address or mint.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub decimals: BTreeMap<String, u8>,
+    /// Once an endpoint has `min_samples` approved payments in an asset, an amount above their
+    /// maximum × this factor or below their minimum ÷ this factor is refused. 0 (default): off.
+    pub range_factor: u32,
+    /// Approved payments an endpoint needs before its range is enforced. Default 5.
+    pub min_samples: u32,
+}
+
+impl Default for AmountSanity {
+    fn default() -> Self {
+        Self {
+            require_known_decimals: false,
+            decimals: BTreeMap::new(),
+            range_factor: 0,
+            min_samples: 5,
+        }
+    }
+}
+
+impl AmountSanity {
+    /// Whether nothing is checked (the default).
+    pub fn is_off(&self) -> bool {
+        *self == Self::default()
+    }
 }
 
 /// `[policy.breaker]`: consecutive policy violations open a breaker for the payer or endpoint.
@@ -159,6 +199,7 @@ impl PolicyConfig {
         self.global == Rule::default()
             && self.duplicate_window_secs.is_none()
             && self.breaker.is_none()
+            && self.amounts.is_off()
             && self.endpoints.is_empty()
             && self.payees.is_empty()
             && self.payers.is_empty()
@@ -221,6 +262,25 @@ impl PolicyConfig {
                     "takes only payer as its selector",
                 );
             }
+        }
+        for (asset, decimals) in &self.amounts.decimals {
+            if *decimals > 36 {
+                push(
+                    format!("policy.amounts.decimals.\"{asset}\""),
+                    "must be at most 36",
+                );
+            }
+        }
+        if self.amounts.range_factor > 0 && self.amounts.min_samples == 0 {
+            push(
+                "policy.amounts.min_samples".into(),
+                "must be at least 1 when range_factor is set",
+            );
+        }
+        if let Some(b) = &self.breaker
+            && b.threshold == 0
+        {
+            push("policy.breaker.threshold".into(), "must be at least 1");
         }
         let all = std::iter::once(("policy.global".to_owned(), g))
             .chain(

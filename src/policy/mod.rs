@@ -11,11 +11,19 @@
 //! Windows are calendar windows in UTC taken from the injected clock: the counter key names the
 //! window (`...|day|20413`), so a new day is a new counter and nothing has to be reset.
 
+pub mod admin;
 mod config;
+pub mod reload;
 
-pub use config::{Atomic, BreakerConfig, Discovery, MAX_POLICY_AMOUNT, PolicyConfig, Rule};
+pub use config::{
+    AmountSanity, Atomic, BreakerConfig, Discovery, MAX_POLICY_AMOUNT, PolicyConfig, Rule,
+};
 
-use alloy::primitives::U256;
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+
+use alloy::primitives::{Address, U256};
 use serde_json::json;
 
 use crate::protocol::{Authorization, Payment};
@@ -23,6 +31,7 @@ use crate::store::{
     BudgetClaim, BudgetRequest, EndpointPin, EvidenceDraft, Reserve, Store, StoreError,
 };
 use crate::verdict::{Reason, ReasonCode, Step, Verdict};
+use crate::webhook::{self, WebhookEvent};
 
 const MINUTE_MS: u64 = 60_000;
 const HOUR_MS: u64 = 3_600_000;
@@ -67,16 +76,131 @@ pub struct Plan {
     pub expires_at_ms: u64,
 }
 
-/// The spending policy, built from the `[policy]` section.
+/// A budget the buyer declared for one risk session: every payment made in the session takes
+/// from the counter `session:<session_id>|<asset>` (no window: the session's whole life), in
+/// the same atomic reservation as the other caps.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionBudget {
+    /// The risk session.
+    pub session_id: String,
+    /// The session's cap, in atomic units of the payment's asset.
+    pub cap: Atomic,
+}
+
+impl SessionBudget {
+    /// The counter key for payments in `asset` (compared as [`PolicyConfig`] addresses are).
+    pub fn counter_key(&self, asset: &str) -> String {
+        format!("session:{}|{}", self.session_id, norm(asset))
+    }
+}
+
+/// The spending policy, built from the `[policy]` section, with its scopes indexed so a
+/// payment's evaluation costs the same with ten or ten thousand configured endpoints.
 #[derive(Debug, Clone, Default)]
 pub struct Policy {
     config: PolicyConfig,
+    /// Lower-case endpoint host → indexes into `config.endpoints`.
+    hosts: HashMap<String, Vec<usize>>,
+    /// Normalised payTo → indexes into `config.payees`.
+    payees: HashMap<String, Vec<usize>>,
+    /// Normalised payer → indexes into `config.payers`.
+    payers: HashMap<String, Vec<usize>>,
+}
+
+/// The policy in force, swappable at runtime (hot reload, admin API). Each request clones the
+/// current `Arc` once, so a swap never changes a decision half-way.
+#[derive(Debug, Clone, Default)]
+pub struct PolicyHandle {
+    inner: Arc<RwLock<Arc<Policy>>>,
+}
+
+impl PolicyHandle {
+    /// A handle holding `policy`.
+    pub fn new(policy: Policy) -> Self {
+        Self {
+            inner: Arc::new(RwLock::new(Arc::new(policy))),
+        }
+    }
+
+    /// The policy in force now.
+    pub fn current(&self) -> Arc<Policy> {
+        // A poisoned lock only means a writer panicked between two whole-`Arc` stores; the
+        // value inside is still a complete policy.
+        match self.inner.read() {
+            Ok(guard) => guard.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// Puts `policy` in force; returns the one it replaced.
+    pub fn replace(&self, policy: Policy) -> Arc<Policy> {
+        let next = Arc::new(policy);
+        let mut guard = match self.inner.write() {
+            Ok(guard) => guard,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        std::mem::replace(&mut *guard, next)
+    }
 }
 
 impl Policy {
-    /// A policy from its configuration.
+    /// A policy from its configuration (indexes built once, here).
     pub fn new(config: PolicyConfig) -> Self {
-        Self { config }
+        let mut hosts: HashMap<String, Vec<usize>> = HashMap::new();
+        for (i, rule) in config.endpoints.iter().enumerate() {
+            if let Some(host) = &rule.host {
+                hosts.entry(host.to_ascii_lowercase()).or_default().push(i);
+            }
+        }
+        let mut payees: HashMap<String, Vec<usize>> = HashMap::new();
+        for (i, rule) in config.payees.iter().enumerate() {
+            if let Some(pay_to) = &rule.pay_to {
+                payees.entry(norm(pay_to)).or_default().push(i);
+            }
+        }
+        let mut payers: HashMap<String, Vec<usize>> = HashMap::new();
+        for (i, rule) in config.payers.iter().enumerate() {
+            if let Some(payer) = &rule.payer {
+                payers.entry(norm(payer)).or_default().push(i);
+            }
+        }
+        Self {
+            config,
+            hosts,
+            payees,
+            payers,
+        }
+    }
+
+    /// The configuration this policy was built from.
+    pub fn config(&self) -> &PolicyConfig {
+        &self.config
+    }
+
+    /// The asset's decimals: from the payment, `policy.amounts.decimals`, the built-in EVM
+    /// token table, or the known Solana USDC mints.
+    pub fn decimals(&self, payment: &Payment) -> Option<u8> {
+        if let Some(d) = payment.decimals {
+            return Some(d);
+        }
+        let configured = self
+            .config
+            .amounts
+            .decimals
+            .iter()
+            .find(|(asset, _)| same_address(asset, &payment.asset))
+            .map(|(_, d)| *d);
+        if configured.is_some() {
+            return configured;
+        }
+        if let Some(chain_id) = payment.evm_chain_id() {
+            let address = payment.asset.parse::<Address>().ok()?;
+            return crate::chain::evm::asset_decimals(chain_id, address);
+        }
+        let caip2 = payment.network.caip2.to_string();
+        crate::chain::svm::networks::usdc_mint(&caip2)
+            .filter(|mint| *mint == payment.asset)
+            .map(|_| 6)
     }
 
     /// Whether no policy is configured (every payment passes, and evidence says so).
@@ -84,23 +208,27 @@ impl Policy {
         self.config.is_empty()
     }
 
-    /// Runs the policy for `payment`: circuit breakers, static controls, payTo pin, the atomic
-    /// reservation, duplicates. `Err` means a check could not run; the pipeline fails closed.
+    /// Runs the policy for `payment`: circuit breakers, static controls, payTo pin, amount
+    /// sanity, the atomic reservation (including the risk session's budget, when the buyer
+    /// declared one), duplicates. `Err` means a check could not run; the pipeline fails closed.
     pub async fn check(
         &self,
         store: &dyn Store,
         payment: &Payment,
+        session: Option<&SessionBudget>,
         request_id: &str,
         now_ms: u64,
     ) -> Result<PolicyDecision, StoreError> {
-        if self.is_empty() {
+        if self.is_empty() && session.is_none() {
             return Ok(PolicyDecision {
                 verdict: Verdict::allow(Step::Policy).with_checked("no spending policy configured"),
                 hold: Hold::None,
             });
         }
         let Some(breaker) = &self.config.breaker else {
-            return self.decide(store, payment, request_id, now_ms).await;
+            return self
+                .decide(store, payment, session, request_id, now_ms)
+                .await;
         };
         let subjects = breaker_subjects(payment);
         for subject in &subjects {
@@ -130,12 +258,32 @@ impl Policy {
             }
             store.breaker_half_open(subject, now_ms).await?;
         }
-        let decision = self.decide(store, payment, request_id, now_ms).await?;
+        let decision = self
+            .decide(store, payment, session, request_id, now_ms)
+            .await?;
         for subject in &subjects {
             if decision.verdict.outcome == crate::verdict::Outcome::Deny {
-                store
+                let record = store
                     .breaker_violation(subject, breaker.threshold, now_ms)
                     .await?;
+                let opened_now = record.state == "open"
+                    && u64::try_from(record.opened_at_ms).is_ok_and(|at| at == now_ms);
+                if opened_now {
+                    let reason = decision.verdict.reasons.first().map(|r| r.code.code());
+                    webhook::enqueue(
+                        store,
+                        WebhookEvent::BreakerOpened,
+                        json!({
+                            "subject": subject,
+                            "failures": record.failures,
+                            "cooldown_secs": breaker.cooldown_secs,
+                            "last_reason": reason,
+                            "fingerprint": payment.fingerprint.0,
+                        }),
+                        now_ms,
+                    )
+                    .await?;
+                }
             } else {
                 store.breaker_success(subject, now_ms).await?;
             }
@@ -158,6 +306,7 @@ impl Policy {
         &self,
         store: &dyn Store,
         payment: &Payment,
+        session: Option<&SessionBudget>,
         request_id: &str,
         now_ms: u64,
     ) -> Result<PolicyDecision, StoreError> {
@@ -165,13 +314,31 @@ impl Policy {
             verdict: Verdict::deny(Step::Policy, reason),
             hold: Hold::None,
         };
-        let plan = match self.plan(payment, now_ms) {
+        let mut plan = match self.plan(payment, now_ms) {
             Ok(plan) => plan,
             Err(reason) => return Ok(deny(reason)),
         };
+        if let Some(session) = session {
+            let Some(amount) = small_amount(worst_case_amount(payment)) else {
+                return Ok(deny(Reason::new(
+                    ReasonCode::Policy("policy_cap_exceeded"),
+                    format!(
+                        "amount {} exceeds the budget {} of risk session {}",
+                        payment.amount, session.cap.0, session.session_id
+                    ),
+                )));
+            };
+            plan.counters.push(BudgetClaim {
+                key: session.counter_key(&payment.asset),
+                cap: session.cap.0,
+                amount,
+            });
+            plan.checked
+                .push(format!("risk session {} budget", session.session_id));
+        }
         let mut checked = plan.checked.clone();
         if let Some(endpoint) = &plan.endpoint
-            && (plan.configured_pin.is_some() || (plan.discovered && self.config.discovery.enabled))
+            && (plan.configured_pin.is_some() || plan.discovered)
         {
             let pin = EndpointPin {
                 endpoint: endpoint.clone(),
@@ -189,6 +356,19 @@ impl Policy {
             let pinned = store.pin_endpoint(&pin).await?;
             let pinned_to = plan.configured_pin.as_deref().unwrap_or(&pinned.pay_to);
             if !same_address(pinned_to, &payment.pay_to) {
+                webhook::enqueue(
+                    store,
+                    WebhookEvent::PinChangedBlocked,
+                    json!({
+                        "endpoint": endpoint,
+                        "pinned_pay_to": pinned_to,
+                        "offered_pay_to": payment.pay_to,
+                        "payer": payment.payer,
+                        "fingerprint": payment.fingerprint.0,
+                    }),
+                    now_ms,
+                )
+                .await?;
                 return Ok(deny(Reason::new(
                     ReasonCode::Policy("policy_payto_changed"),
                     format!(
@@ -214,13 +394,31 @@ impl Policy {
                         }),
                     })
                     .await?;
+                webhook::enqueue(
+                    store,
+                    WebhookEvent::EndpointDiscovered,
+                    json!({
+                        "endpoint": endpoint,
+                        "pay_to": payment.pay_to,
+                        "defaults": &self.config.discovery,
+                    }),
+                    now_ms,
+                )
+                .await?;
                 checked.push(format!("endpoint {endpoint} discovered; defaults applied"));
             }
+        }
+        if let Some(reason) = self.amount_out_of_range(store, payment, &plan).await? {
+            return Ok(deny(reason));
+        }
+        if self.config.amounts.range_factor > 0 {
+            checked.push("amount within the endpoint's usual range".into());
         }
         if plan.counters.is_empty() {
             if let Some(reason) = self.duplicate(store, payment, &plan, now_ms).await? {
                 return Ok(deny(reason));
             }
+            self.learn_amount(store, payment, &plan, now_ms).await?;
             let mut verdict = Verdict::allow(Step::Policy);
             verdict.checked = checked;
             return Ok(PolicyDecision {
@@ -250,6 +448,7 @@ impl Policy {
             }
             return Ok(deny(reason));
         }
+        self.learn_amount(store, payment, &plan, now_ms).await?;
         checked.push(format!(
             "reserved against {} cap(s): {}",
             plan.counters.len(),
@@ -262,6 +461,69 @@ impl Policy {
         let mut verdict = Verdict::allow(Step::Policy);
         verdict.checked = checked;
         Ok(PolicyDecision { verdict, hold })
+    }
+
+    /// Amount sanity: once an endpoint has `min_samples` approved payments in an asset, an
+    /// amount above their maximum × `range_factor` or below their minimum ÷ `range_factor` is
+    /// refused (a seller suddenly asking 100× its usual price is the classic drain).
+    async fn amount_out_of_range(
+        &self,
+        store: &dyn Store,
+        payment: &Payment,
+        plan: &Plan,
+    ) -> Result<Option<Reason>, StoreError> {
+        let sanity = &self.config.amounts;
+        let (factor, Some(endpoint)) = (i64::from(sanity.range_factor), plan.endpoint.as_deref())
+        else {
+            return Ok(None);
+        };
+        if factor == 0 {
+            return Ok(None);
+        }
+        let Some(range) = store.amount_range(endpoint, &norm(&payment.asset)).await? else {
+            return Ok(None);
+        };
+        if range.samples < i64::from(sanity.min_samples) {
+            return Ok(None);
+        }
+        let amount = small_amount(worst_case_amount(payment));
+        let too_high = amount.is_none_or(|a| a > range.max.saturating_mul(factor));
+        let too_low = amount.is_some_and(|a| a.saturating_mul(factor) < range.min);
+        if !(too_high || too_low) {
+            return Ok(None);
+        }
+        Ok(Some(Reason::new(
+            ReasonCode::Policy("policy_amount_out_of_range"),
+            format!(
+                "amount {} is outside the usual range of {endpoint} ({}..{} over {} payments, factor {factor})",
+                worst_case_amount(payment),
+                range.min,
+                range.max,
+                range.samples
+            ),
+        )))
+    }
+
+    /// Teaches the endpoint's amount range from an approved payment.
+    async fn learn_amount(
+        &self,
+        store: &dyn Store,
+        payment: &Payment,
+        plan: &Plan,
+        now_ms: u64,
+    ) -> Result<(), StoreError> {
+        if self.config.amounts.range_factor == 0 {
+            return Ok(());
+        }
+        let (Some(endpoint), Some(amount)) = (
+            plan.endpoint.as_deref(),
+            small_amount(worst_case_amount(payment)),
+        ) else {
+            return Ok(());
+        };
+        store
+            .learn_amount(endpoint, &norm(&payment.asset), amount, now_ms)
+            .await
     }
 
     /// Refuses a different payment from the same payer to the same endpoint within the
@@ -301,15 +563,14 @@ impl Policy {
     pub fn plan(&self, payment: &Payment, now_ms: u64) -> Result<Plan, Reason> {
         let c = &self.config;
         let endpoint = payment.resource.as_deref().and_then(endpoint_of);
-        let mut scopes: Vec<(String, Rule)> = vec![("global".into(), c.global.clone())];
+        let mut scopes: Vec<(String, Cow<'_, Rule>)> =
+            vec![("global".into(), Cow::Borrowed(&c.global))];
+        // Indexed by host, so the cost does not grow with the number of endpoints.
         let matched = endpoint.as_ref().and_then(|(host, path)| {
-            c.endpoints
+            self.hosts
+                .get(host.as_str())?
                 .iter()
-                .filter(|r| {
-                    r.host
-                        .as_deref()
-                        .is_some_and(|h| h.eq_ignore_ascii_case(host))
-                })
+                .map(|&i| &c.endpoints[i])
                 .filter(|r| r.path_prefix.as_deref().is_none_or(|p| path.starts_with(p)))
                 .max_by_key(|r| r.path_prefix.as_deref().map_or(0, str::len))
         });
@@ -326,43 +587,47 @@ impl Policy {
                     rule.path_prefix.as_deref().unwrap_or("")
                 );
                 configured_pin = rule.pay_to.clone();
-                scopes.push((format!("endpoint:{key}"), rule.clone()));
+                scopes.push((format!("endpoint:{key}"), Cow::Borrowed(rule)));
                 Some(key)
             }
             (Some((host, path)), None) => {
                 let key = format!("{host}{path}");
-                if c.discovery.enabled {
+                // An empty policy (only a risk session's budget) discovers nothing.
+                if c.discovery.enabled && !self.is_empty() {
                     discovered = true;
                     let d = &c.discovery;
                     scopes.push((
                         format!("endpoint:{key}"),
-                        Rule {
+                        Cow::Owned(Rule {
                             max_per_request: Some(d.max_per_request),
                             daily_cap: Some(d.daily_cap),
                             requests_per_minute: Some(d.requests_per_minute),
                             ..Rule::default()
-                        },
+                        }),
                     ));
                 }
                 Some(key)
             }
             (None, _) => None,
         };
-        for rule in c.payees.iter().filter(|r| {
-            r.pay_to
-                .as_deref()
-                .is_some_and(|p| same_address(p, &payment.pay_to))
-        }) {
-            scopes.push((format!("payee:{}", norm(&payment.pay_to)), rule.clone()));
+        let pay_to_key = norm(&payment.pay_to);
+        for &i in self.payees.get(&pay_to_key).into_iter().flatten() {
+            scopes.push((format!("payee:{pay_to_key}"), Cow::Borrowed(&c.payees[i])));
         }
         if let Some(payer) = &payment.payer {
-            for rule in c
-                .payers
-                .iter()
-                .filter(|r| r.payer.as_deref().is_some_and(|p| same_address(p, payer)))
-            {
-                scopes.push((format!("payer:{}", norm(payer)), rule.clone()));
+            let payer_key = norm(payer);
+            for &i in self.payers.get(&payer_key).into_iter().flatten() {
+                scopes.push((format!("payer:{payer_key}"), Cow::Borrowed(&c.payers[i])));
             }
+        }
+        if c.amounts.require_known_decimals && self.decimals(payment).is_none() {
+            return Err(Reason::new(
+                ReasonCode::Policy("policy_unknown_decimals"),
+                format!(
+                    "the decimals of asset {} on {} are not known; add it to policy.amounts.decimals",
+                    payment.asset, payment.network.caip2
+                ),
+            ));
         }
 
         let mut checked = vec![format!(
@@ -388,7 +653,8 @@ impl Policy {
         }
         checked.push("recipient blocklists".into());
         let network = payment.network.caip2.to_string();
-        let amount = small_amount(payment.amount.0);
+        // The worst case the payer signed for: the larger of the required and authorised amounts.
+        let amount = small_amount(worst_case_amount(payment));
         for (scope, rule) in &scopes {
             if !rule.allow_recipients.is_empty()
                 && !rule
@@ -428,7 +694,8 @@ impl Policy {
                     ReasonCode::Policy("policy_max_per_request"),
                     format!(
                         "amount {} exceeds the per-request maximum {} ({scope})",
-                        payment.amount, max.0
+                        worst_case_amount(payment),
+                        max.0
                     ),
                 ));
             }
@@ -476,6 +743,17 @@ impl Policy {
             expires_at_ms: hold_expiry(payment, now_ms),
         })
     }
+}
+
+/// The most the payment can move: the required amount, or the signed authorisation's amount
+/// when that is larger (normally they are equal; the chain step checks the exact relation).
+pub fn worst_case_amount(payment: &Payment) -> U256 {
+    let authorised = match &payment.authorization {
+        Authorization::Eip3009 { value, .. } => Some(value.0),
+        Authorization::Permit2 { amount, .. } => Some(amount.0),
+        Authorization::SvmTransaction { .. } => None,
+    };
+    authorised.map_or(payment.amount.0, |a| a.max(payment.amount.0))
 }
 
 /// The breakers a payment answers to: its payer's and its endpoint's.

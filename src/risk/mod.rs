@@ -5,7 +5,22 @@
 //! (sessions, traces, mandates, history from the store) and the rule engine evaluates CEL
 //! conditions over its JSON form, producing an [`Assessment`] that explains every point.
 
+pub mod cli;
+pub mod client;
+pub mod config;
 pub mod context;
+pub mod engine;
+pub mod history;
+pub mod mandate;
+pub mod payment;
+pub mod routes;
+pub mod rules;
+pub mod session;
+pub mod trace;
+
+pub use config::RiskConfig;
+pub use engine::RuleEngine;
+pub use rules::{RuleError, RuleSet, Thresholds};
 
 use serde::{Deserialize, Serialize};
 

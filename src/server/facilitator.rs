@@ -10,13 +10,14 @@ use axum::extract::rejection::BytesRejection;
 use axum::extract::{RawQuery, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use http::{HeaderMap, StatusCode, header};
+use http::{HeaderMap, HeaderValue, StatusCode, header};
 use serde_json::Value;
 
 use super::AppState;
 use super::error::ApiError;
-use crate::pipeline::RequestContext;
+use crate::pipeline::{Reply, RequestContext};
 use crate::protocol::{Network, SupportedKind, SupportedResponse};
+use crate::risk::payment::RiskInputs;
 
 /// The facilitator routes (mounted at `/` and at `/x402/`).
 pub fn routes() -> Router<AppState> {
@@ -27,15 +28,42 @@ pub fn routes() -> Router<AppState> {
         .route("/discovery/resources", get(discovery))
 }
 
-fn context(headers: &HeaderMap) -> RequestContext {
-    RequestContext {
+fn context(headers: &HeaderMap) -> Result<RequestContext, ApiError> {
+    Ok(RequestContext {
         request_id: headers
             .get("x-request-id")
             .and_then(|v| v.to_str().ok())
             .unwrap_or_default()
             .to_owned(),
         authorization: headers.get(header::AUTHORIZATION).cloned(),
+        risk: RiskInputs::from_headers(headers)?,
+    })
+}
+
+/// `X-Risk-Decision`, `X-Risk-Decision-ID` and `X-Risk-Level` when the risk step decided.
+fn with_risk_headers<T: serde::Serialize>(reply: Reply<T>) -> Response {
+    let mut response = (reply.status, Json(reply.body)).into_response();
+    if let Some(risk) = reply.risk {
+        let headers = response.headers_mut();
+        for (name, value) in [
+            ("x-risk-decision", label(&risk.decision)),
+            ("x-risk-decision-id", risk.decision_id.clone()),
+            ("x-risk-level", label(&risk.risk_level)),
+        ] {
+            if let Ok(value) = HeaderValue::from_str(&value) {
+                headers.insert(name, value);
+            }
+        }
     }
+    response
+}
+
+/// The lowercase wire name of a serialisable unit enum.
+fn label<T: serde::Serialize>(value: &T) -> String {
+    serde_json::to_value(value)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_default()
 }
 
 fn body_bytes(body: Result<Bytes, BytesRejection>, limit_bytes: usize) -> Result<Bytes, ApiError> {
@@ -68,20 +96,14 @@ async fn run_gate(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let raw = body_bytes(body, state.config.max_body_bytes)?;
-    let ctx = context(&headers);
+    let ctx = context(&headers)?;
     let pipeline = state.pipeline.clone();
     let running = state.drain.enter();
     let task = tokio::spawn(async move {
         let _running = running;
         match gate {
-            Gate::Verify => pipeline
-                .verify(&ctx, raw)
-                .await
-                .map(|r| (r.status, Json(r.body)).into_response()),
-            Gate::Settle => pipeline
-                .settle(&ctx, raw)
-                .await
-                .map(|r| (r.status, Json(r.body)).into_response()),
+            Gate::Verify => pipeline.verify(&ctx, raw).await.map(with_risk_headers),
+            Gate::Settle => pipeline.settle(&ctx, raw).await.map(with_risk_headers),
         }
     });
     let reply = task
@@ -111,7 +133,7 @@ async fn settle(
 /// are added (v1 and v2 `exact`) and answered even when the upstream is unreachable.
 async fn supported(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
     let settlers = state.pipeline.settlers();
-    let has_local = settlers.local().next().is_some();
+    let has_local = settlers.local().next().is_some() || settlers.local_svm().next().is_some();
     let mut supported = match state.pipeline.upstream().supported().await {
         Ok(upstream) => {
             let mut supported: SupportedResponse = serde_json::from_value((*upstream).clone())
@@ -161,6 +183,37 @@ async fn supported(State(state): State<AppState>) -> Result<Json<Value>, ApiErro
             && !list.contains(&address)
         {
             list.push(address);
+        }
+    }
+    for (caip2, settler) in settlers.local_svm() {
+        let Some(fee_payer) = settler.fee_payer().map(|k| k.to_string()) else {
+            continue;
+        };
+        // The upstream's kinds for this network name the upstream's fee payer: a client must
+        // build its transaction for ours, the only one this network accepts.
+        supported.kinds.retain(|kind| {
+            Network::resolve(&kind.network).map_or(true, |n| n.caip2.as_str() != caip2)
+        });
+        let v1 = Network::resolve(caip2).ok().and_then(|n| n.v1_name());
+        for (version, network) in [(2u8, Some(caip2)), (1u8, v1)] {
+            let Some(network) = network else { continue };
+            supported.kinds.push(SupportedKind {
+                x402_version: version,
+                scheme: "exact".to_owned(),
+                network: network.to_owned(),
+                extra: Some(serde_json::json!({"feePayer": &fee_payer})),
+                other: serde_json::Map::new(),
+            });
+        }
+        let signers = supported
+            .signers
+            .entry("solana:*")
+            .or_insert_with(|| Value::Array(Vec::new()));
+        let fee_payer = Value::String(fee_payer);
+        if let Value::Array(list) = signers
+            && !list.contains(&fee_payer)
+        {
+            list.push(fee_payer);
         }
     }
     serde_json::to_value(supported)

@@ -32,6 +32,7 @@ use alloy::signers::local::PrivateKeySigner;
 use crate::chain::evm::EvmChecker;
 use crate::chain::evm::settle::EvmSettler;
 use crate::chain::svm::SvmChecker;
+use crate::chain::svm::settle::{SvmKey, SvmSettler, SvmSettlers};
 use crate::chain::{ChainCheckers, ChainConfig, SettlementMode};
 use crate::clock::{SharedClock, SystemClock};
 use crate::config::{Config, ConfigError, ConfigProblem};
@@ -58,6 +59,8 @@ pub struct AppState {
     pub drain: ops::Drain,
     /// Cached chain RPC liveness for `/ready`.
     pub rpc_probe: Arc<ops::RpcProbe>,
+    /// Evidence queries, bundles, disputes and retention.
+    pub evidence: Arc<crate::evidence::EvidenceService>,
 }
 
 /// Starting the server failed.
@@ -69,6 +72,9 @@ pub enum StartError {
     /// The store could not be opened or migrated.
     #[error("store: {0}")]
     Store(#[from] crate::store::StoreError),
+    /// The evidence signing key could not be loaded or created.
+    #[error(transparent)]
+    Signing(#[from] crate::evidence::signing::SigningError),
     /// The upstream client could not be built.
     #[error("upstream: {0}")]
     Upstream(#[from] crate::upstream::UpstreamError),
@@ -89,27 +95,48 @@ pub enum StartError {
 pub async fn build_state(config: Config, clock: SharedClock) -> Result<AppState, StartError> {
     let store = store::connect(config.database_url.expose()).await?;
     let upstream = Arc::new(Upstream::new(&config.upstream)?);
-    let (chains, svm) = chain_checkers(&config)?;
+    let svm_keys = svm_keys(&config)?;
+    let (chains, svm) = chain_checkers(&config, &svm_keys)?;
     let (settlers, readers) = settlers(&config)?;
+    let (settlers, svm_readers) = svm_settlers(&config, settlers, &svm_keys)?;
     // Every settle ends before request_timeout_ms (validated); the margin covers clock skew
     // between replicas and the last RPC calls.
     let stale_after = Duration::from_millis(config.request_timeout_ms.saturating_add(60_000));
-    let reconciler = Arc::new(Reconciler::new(
-        store.clone(),
-        readers,
-        clock.clone(),
-        stale_after,
-    ));
+    let reconciler = Arc::new(
+        Reconciler::new(store.clone(), readers, clock.clone(), stale_after).with_svm(svm_readers),
+    );
+    let risk = crate::risk::payment::RiskService::build(&config.risk, store.clone(), clock.clone())
+        .map_err(|problem| StartError::Config(ConfigError::Invalid(vec![problem])))?;
+    let evidence = Arc::new(crate::evidence::EvidenceService {
+        store: store.clone(),
+        clock: clock.clone(),
+        signer: Arc::new(crate::evidence::signer_for(
+            &config.evidence,
+            config.database_url.expose(),
+        )?),
+        config: config.evidence.clone(),
+    });
+    let policy = match &config.policy_file {
+        Some(path) => crate::policy::reload::load_file(path).map_err(|message| {
+            StartError::Config(ConfigError::Invalid(vec![ConfigProblem {
+                key: "policy_file".into(),
+                message,
+            }]))
+        })?,
+        None => config.policy.clone(),
+    };
     let pipeline = Arc::new(
         Pipeline::new(store, upstream, chains, clock)
             .with_settlers(settlers)
-            .with_policy(Policy::new(config.policy.clone())),
+            .with_policy(Policy::new(policy))
+            .with_risk(Arc::new(risk)),
     );
     Ok(AppState {
         pipeline,
         admin: crate::admin::Authenticator::new(&config.admin),
         drain: ops::Drain::default(),
         rpc_probe: Arc::new(ops::RpcProbe::new(&config)),
+        evidence,
         config: Arc::new(config),
         reconciler,
         svm,
@@ -150,9 +177,60 @@ fn settlers(config: &Config) -> Result<(Settlers, BTreeMap<String, Arc<EvmSettle
     Ok((settlers, readers))
 }
 
-/// Reads the facilitator key of a local chain. Errors name the configuration key, never the
-/// key material.
-fn load_signer(id: &str, chain: &ChainConfig) -> Result<PrivateKeySigner, ConfigProblem> {
+/// The Solana fee-payer keys of the chains settled locally (CAIP-2 → key).
+fn svm_keys(config: &Config) -> Result<BTreeMap<String, SvmKey>, StartError> {
+    let mut keys = BTreeMap::new();
+    for (id, chain) in &config.chains {
+        if !id.starts_with("solana:") || chain.settlement != SettlementMode::Local {
+            continue;
+        }
+        let (field, text) = read_key_text(id, chain)
+            .map_err(|problem| StartError::Config(ConfigError::Invalid(vec![problem])))?;
+        let key = SvmKey::parse(&text).map_err(|e| {
+            StartError::Config(ConfigError::Invalid(vec![ConfigProblem {
+                key: format!("chains.\"{id}\".{field}"),
+                message: e.to_string(),
+            }]))
+        })?;
+        keys.insert(id.clone(), key);
+    }
+    Ok(keys)
+}
+
+/// Adds a Solana settler for each locally settled Solana chain, and returns a chain reader for
+/// every Solana chain with RPC (forward-mode entries whose signature is known reconcile too).
+fn svm_settlers(
+    config: &Config,
+    mut settlers: Settlers,
+    keys: &BTreeMap<String, SvmKey>,
+) -> Result<(Settlers, SvmSettlers), StartError> {
+    let mut readers = SvmSettlers::new();
+    for (id, chain) in &config.chains {
+        if !id.starts_with("solana:") || !chain.onchain_checks || chain.rpc_urls.is_empty() {
+            continue;
+        }
+        let timeout = Duration::from_secs(
+            chain
+                .settle_receipt_timeout_secs
+                .unwrap_or(crate::chain::DEFAULT_RECEIPT_TIMEOUT_SECS),
+        );
+        let key = keys.get(id).cloned();
+        let settler = Arc::new(
+            SvmSettler::new(id, chain, key, timeout)
+                .map_err(|e| StartError::Chain(e.to_string()))?,
+        );
+        if let Some(fee_payer) = settler.fee_payer() {
+            tracing::info!(chain = %id, %fee_payer, "Settling Solana payments locally.");
+            settlers = settlers.with_local_svm(settler.network(), settler.clone());
+        }
+        readers.insert(settler.network().to_owned(), settler);
+    }
+    Ok((settlers, readers))
+}
+
+/// Reads the key text of a local chain: (the configuration field it came from, the text).
+/// Errors name the configuration key, never the key material.
+fn read_key_text(id: &str, chain: &ChainConfig) -> Result<(&'static str, String), ConfigProblem> {
     let problem = |field: &str, message: String| ConfigProblem {
         key: format!("chains.\"{id}\".{field}"),
         message,
@@ -183,15 +261,33 @@ fn load_signer(id: &str, chain: &ChainConfig) -> Result<PrivateKeySigner, Config
             ));
         }
     };
+    Ok((field, text))
+}
+
+/// Reads the facilitator key of a local EVM chain. Errors name the configuration key, never
+/// the key material.
+fn load_signer(id: &str, chain: &ChainConfig) -> Result<PrivateKeySigner, ConfigProblem> {
+    let (field, text) = read_key_text(id, chain)?;
+    let problem = |field: &str, message: String| ConfigProblem {
+        key: format!("chains.\"{id}\".{field}"),
+        message,
+    };
     text.trim()
         .parse::<PrivateKeySigner>()
         .map_err(|_| problem(field, "is not a 32-byte hex secp256k1 private key".into()))
 }
 
-fn chain_checkers(config: &Config) -> Result<(ChainCheckers, Arc<SvmChecker>), StartError> {
+fn chain_checkers(
+    config: &Config,
+    svm_keys: &BTreeMap<String, SvmKey>,
+) -> Result<(ChainCheckers, Arc<SvmChecker>), StartError> {
     let evm = EvmChecker::new(&config.chains).map_err(|e| StartError::Chain(e.to_string()))?;
-    let svm =
-        Arc::new(SvmChecker::new(&config.chains).map_err(|e| StartError::Chain(e.to_string()))?);
+    let mut svm = SvmChecker::new(&config.chains).map_err(|e| StartError::Chain(e.to_string()))?;
+    // Locally settled: our own key is the only fee payer a payment may name.
+    for (id, key) in svm_keys {
+        svm.set_local_fee_payer(id, key.pubkey());
+    }
+    let svm = Arc::new(svm);
     let checkers = ChainCheckers::new(&config.chains)
         .with_evm(Arc::new(evm))
         .with_svm(svm.clone());
@@ -235,7 +331,10 @@ pub fn app(state: AppState) -> Router {
         .merge(ops::routes(
             state.config.ops.metrics_enabled && state.config.ops.metrics_listen.is_none(),
         ))
+        .merge(crate::risk::routes::routes())
         .merge(openapi::routes())
+        .merge(crate::dashboard::routes())
+        .merge(crate::evidence::admin::public_routes())
         .nest("/admin", crate::admin::routes(state.clone()))
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(
@@ -283,15 +382,27 @@ pub struct Running {
     metrics_task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
     reconcile_task: tokio::task::JoinHandle<()>,
     fee_payer_task: Option<tokio::task::JoinHandle<()>>,
+    /// Reloads the risk rules on change.
+    rules_task: Option<tokio::task::JoinHandle<()>>,
+    prune_task: Option<tokio::task::JoinHandle<()>>,
+    /// The policy file reloader and the webhook drainer.
+    policy_tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl Drop for Running {
     fn drop(&mut self) {
+        self.policy_tasks.iter().for_each(|t| t.abort());
         self.reconcile_task.abort();
         if let Some(task) = &self.metrics_task {
             task.abort();
         }
-        if let Some(task) = &self.fee_payer_task {
+        for task in [&self.fee_payer_task, &self.prune_task]
+            .into_iter()
+            .flatten()
+        {
+            task.abort();
+        }
+        if let Some(task) = &self.rules_task {
             task.abort();
         }
     }
@@ -302,8 +413,15 @@ impl Running {
     /// settle tasks, and then for the server to end. A settle still running at the limit
     /// keeps its in-flight journal entry, which the reconciler resolves later.
     pub async fn stop(mut self) -> std::io::Result<()> {
+        self.policy_tasks.iter().for_each(|t| t.abort());
         self.reconcile_task.abort();
-        if let Some(task) = &self.fee_payer_task {
+        for task in [&self.fee_payer_task, &self.prune_task]
+            .into_iter()
+            .flatten()
+        {
+            task.abort();
+        }
+        if let Some(task) = &self.rules_task {
             task.abort();
         }
         if let Some(task) = &self.metrics_task {
@@ -351,7 +469,9 @@ pub async fn start_with_clock(config: Config, clock: SharedClock) -> Result<Runn
     if config.ops.metrics_enabled {
         crate::metrics::install();
     }
-    let state = build_state(config, clock).await?;
+    let hooks = crate::webhook::Webhooks::from_config(&config.webhooks)
+        .map_err(|p| StartError::Config(ConfigError::Invalid(vec![p])))?;
+    let state = build_state(config, clock.clone()).await?;
     let listener = TcpListener::bind(addr)
         .await
         .map_err(|source| StartError::Bind { addr, source })?;
@@ -379,6 +499,15 @@ pub async fn start_with_clock(config: Config, clock: SharedClock) -> Result<Runn
         .clone()
         .spawn(Duration::from_secs(state.config.reconcile_interval_secs));
     let fee_payer_task = spawn_fee_payer_sync(&state);
+    let rules_task = state.pipeline.risk().and_then(|risk| {
+        let engine = risk.engine()?.clone();
+        Some(engine.spawn_reload(risk.clock().clone()))
+    });
+    let prune_task = crate::evidence::retention::spawn(
+        state.evidence.clone(),
+        Duration::from_secs(state.config.evidence.prune_interval_secs),
+    );
+    let policy_tasks = spawn_policy_tasks(&state, hooks, clock);
     tracing::info!(%addr, "Gatehouse listening.");
     Ok(Running {
         addr,
@@ -388,6 +517,9 @@ pub async fn start_with_clock(config: Config, clock: SharedClock) -> Result<Runn
         metrics_task,
         reconcile_task,
         fee_payer_task,
+        rules_task,
+        prune_task,
+        policy_tasks,
     })
 }
 
@@ -408,4 +540,26 @@ async fn spawn_metrics_listener(
     tracing::info!(%addr, "Metrics listening.");
     let router = ops::metrics_router(state);
     Ok(tokio::spawn(axum::serve(listener, router).into_future()))
+}
+
+/// The webhook outbox drainer (always: events are enqueued whether or not webhooks are
+/// configured, and unsubscribed ones are routed to nobody) and, with `policy_file`, its
+/// reloader.
+fn spawn_policy_tasks(
+    state: &AppState,
+    hooks: crate::webhook::Webhooks,
+    clock: SharedClock,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    let store = state.pipeline.store().clone();
+    let mut tasks = vec![crate::webhook::Drainer::new(store.clone(), hooks, clock.clone()).spawn()];
+    if let Some(path) = &state.config.policy_file {
+        let reloader = crate::policy::reload::Reloader::new(
+            path.clone(),
+            state.pipeline.policy().clone(),
+            store,
+            clock,
+        );
+        tasks.push(reloader.spawn(Duration::from_secs(state.config.policy_reload_secs)));
+    }
+    tasks
 }

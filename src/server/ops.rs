@@ -164,9 +164,6 @@ impl Drop for DrainGuard {
     }
 }
 
-/// Per chain id: `Ok` if an endpoint answered, else why none did.
-pub type ChainHealth = BTreeMap<String, Result<(), String>>;
-
 /// A cheap, cached liveness probe of every configured chain RPC (`eth_chainId` on EVM,
 /// `getHealth` on Solana), for `/ready`. Results are reused for `ttl`, so probes stay cheap
 /// under frequent readiness checks from several sources.
@@ -175,8 +172,11 @@ pub struct RpcProbe {
     targets: Vec<(String, &'static str, Vec<String>)>,
     http: reqwest::Client,
     ttl: Duration,
-    cache: Mutex<Option<(tokio::time::Instant, ChainHealth)>>,
+    cache: Mutex<Option<(tokio::time::Instant, ProbeResults)>>,
 }
+
+/// Each probed chain's outcome: `Err` names why its RPC is unhealthy.
+type ProbeResults = BTreeMap<String, Result<(), String>>;
 
 impl RpcProbe {
     /// Probes every chain of `config` that Gatehouse checks on-chain.
@@ -203,7 +203,7 @@ impl RpcProbe {
     }
 
     /// Per chain: `Ok` if any of its endpoints answered, else why none did.
-    pub async fn check(&self) -> ChainHealth {
+    pub async fn check(&self) -> BTreeMap<String, Result<(), String>> {
         let mut cache = self.cache.lock().await;
         if let Some((at, results)) = cache.as_ref()
             && at.elapsed() < self.ttl

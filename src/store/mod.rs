@@ -7,7 +7,10 @@
 //! This module must not decide policy: it reports what the journal says, and the pipeline
 //! decides what to answer.
 
+pub mod evidence;
 mod ops;
+mod policy;
+pub mod risk;
 mod sql;
 
 use std::fmt;
@@ -18,6 +21,7 @@ use async_trait::async_trait;
 use crate::protocol::payment::Fingerprint;
 
 pub use ops::OpsStore;
+pub use policy::{AmountRange, LIST_LIMIT_MAX, PinRecord, PolicyStore, WebhookAttempt, WebhookRow};
 pub use sql::SqlStore;
 
 /// Which database a [`Store`] talks to.
@@ -39,7 +43,9 @@ pub async fn connect(database_url: &str) -> Result<Arc<dyn Store>, StoreError> {
 
 /// The persistence interface the pipeline, admin API and CLI use.
 #[async_trait]
-pub trait Store: Send + Sync + fmt::Debug + OpsStore {
+pub trait Store:
+    Send + Sync + fmt::Debug + OpsStore + evidence::EvidenceStore + PolicyStore + risk::RiskStore
+{
     /// Which database this is.
     fn backend(&self) -> Backend;
 

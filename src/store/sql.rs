@@ -100,7 +100,7 @@ impl Dialect {
 #[derive(Debug)]
 pub struct SqlStore {
     pub(crate) pool: AnyPool,
-    dialect: Dialect,
+    pub(crate) dialect: Dialect,
 }
 
 impl SqlStore {

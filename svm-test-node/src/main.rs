@@ -5,13 +5,27 @@
 //! `LISTENING <port>` on stdout, and exits when its stdin closes (so a test process that dies
 //! never leaves it running).
 //!
-//! Solana methods (the subset Gatehouse's checker uses): `getLatestBlockhash`,
-//! `getAccountInfo` (base64), `getBalance`, `simulateTransaction` (base64; `sigVerify` honoured;
-//! `replaceRecentBlockhash` must be false), `getHealth`. Test-setup methods:
-//! `test_airdrop [pubkey, lamports]`, `test_setMint [address, tokenProgram, decimals, supply]`,
+//! Solana methods (the subset Gatehouse uses): `getLatestBlockhash` (with
+//! `lastValidBlockHeight`), `getBlockHeight`, `isBlockhashValid`, `getAccountInfo` (base64),
+//! `getBalance`, `simulateTransaction` (base64; `sigVerify` honoured; `replaceRecentBlockhash`
+//! must be false), `sendTransaction` (base64; signatures always verified; preflight unless
+//! `skipPreflight`; a resend of a processed transaction answers "already been processed"),
+//! `getSignatureStatuses`, `getHealth`.
+//!
+//! Block heights: LiteSVM accepts only its latest blockhash, so the node models time as
+//! "expiries": each `test_expireBlockhash` moves to a fresh blockhash and advances the block
+//! height past every earlier blockhash's `lastValidBlockHeight` (150 blocks, as on Solana).
+//!
+//! Test-setup methods: `test_airdrop [pubkey, lamports]`,
+//! `test_setMint [address, tokenProgram, decimals, supply]`,
 //! `test_setTokenAccount [address, tokenProgram, mint, owner, amount]`,
-//! `test_setAccount [address, owner, lamports, dataBase64]`, `test_cloneProgram [from, to]`.
+//! `test_setAccount [address, owner, lamports, dataBase64]`, `test_cloneProgram [from, to]`,
+//! `test_expireBlockhash []`, `test_dropTransactions [bool]` (accepted `sendTransaction`s are
+//! answered but never executed, as when a leader drops them), `test_outageAfterSend [bool]`
+//! (after the next accepted `sendTransaction`, every non-`test_` request answers HTTP 503),
+//! `test_outage [bool]` (that outage, now or ended), `test_sendCount []` (accepted sends).
 
+use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::str::FromStr;
@@ -26,6 +40,59 @@ use solana_transaction::versioned::VersionedTransaction;
 
 const SPL_TOKEN: &str = "TokenkegQfeZyiNwAJbNbGKPFXCWuBvf9Ss623VQ5DA";
 const TOKEN_2022: &str = "TokenzQdBNbLqP5VEhdkAS6EPFLC1PHnBqCXEpPxuEb";
+/// Blocks a blockhash stays valid for (Solana's `MAX_PROCESSING_AGE`).
+const BLOCKHASH_LIFETIME: u64 = 150;
+
+/// The node: LiteSVM plus what LiteSVM does not track (heights, statuses, fault modes).
+struct Node {
+    svm: LiteSVM,
+    block_height: u64,
+    /// Blockhash (base58) → the height at which it was issued.
+    issued_at: HashMap<String, u64>,
+    /// Signature (base58) → (slot, error or null) of executed transactions.
+    statuses: HashMap<String, (u64, Value)>,
+    drop_transactions: bool,
+    outage_after_send: bool,
+    outage: bool,
+    sends: u64,
+}
+
+impl Node {
+    fn new() -> Self {
+        // Signature checks are per request (`sigVerify`), done here, not inside LiteSVM.
+        let svm = LiteSVM::new().with_sigverify(false);
+        let mut node = Self {
+            svm,
+            block_height: 1_000,
+            issued_at: HashMap::new(),
+            statuses: HashMap::new(),
+            drop_transactions: false,
+            outage_after_send: false,
+            outage: false,
+            sends: 0,
+        };
+        node.note_blockhash();
+        node
+    }
+
+    fn note_blockhash(&mut self) {
+        let h = self.svm.latest_blockhash().to_string();
+        self.issued_at.entry(h).or_insert(self.block_height);
+    }
+
+    fn last_valid(&self, blockhash: &str) -> Option<u64> {
+        self.issued_at
+            .get(blockhash)
+            .map(|h| h + BLOCKHASH_LIFETIME)
+    }
+
+    fn blockhash_valid(&self, blockhash: &str) -> bool {
+        blockhash == self.svm.latest_blockhash().to_string()
+            && self
+                .last_valid(blockhash)
+                .is_some_and(|last| self.block_height <= last)
+    }
+}
 
 fn main() {
     let mut port: u16 = 0;
@@ -35,8 +102,7 @@ fn main() {
     }
     let listener = TcpListener::bind(("127.0.0.1", port)).expect("bind");
     let port = listener.local_addr().expect("local addr").port();
-    // Signature checks are per request (`sigVerify`), done here, not inside LiteSVM.
-    let mut svm = LiteSVM::new().with_sigverify(false);
+    let mut node = Node::new();
     println!("LISTENING {port}");
     let _ = std::io::stdout().flush();
     std::thread::spawn(|| {
@@ -46,13 +112,13 @@ fn main() {
     });
     for stream in listener.incoming() {
         let Ok(stream) = stream else { continue };
-        if let Err(e) = serve(&mut svm, stream) {
+        if let Err(e) = serve(&mut node, stream) {
             eprintln!("svm-test-node: connection error: {e}");
         }
     }
 }
 
-fn serve(svm: &mut LiteSVM, stream: TcpStream) -> std::io::Result<()> {
+fn serve(node: &mut Node, stream: TcpStream) -> std::io::Result<()> {
     let mut reader = BufReader::new(stream.try_clone()?);
     let mut content_length = 0usize;
     let mut first = true;
@@ -77,15 +143,25 @@ fn serve(svm: &mut LiteSVM, stream: TcpStream) -> std::io::Result<()> {
     }
     let mut body = vec![0u8; content_length];
     reader.read_exact(&mut body)?;
-    let response = match serde_json::from_slice::<Value>(&body) {
-        Ok(Value::Array(calls)) => Value::Array(calls.iter().map(|c| handle(svm, c)).collect()),
-        Ok(call) => handle(svm, &call),
+    let parsed = serde_json::from_slice::<Value>(&body);
+    let mut stream = stream;
+    if node.outage && !is_test_only(parsed.as_ref().ok()) {
+        let out = "node unavailable";
+        write!(
+            stream,
+            "HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{out}",
+            out.len()
+        )?;
+        return stream.flush();
+    }
+    let response = match parsed {
+        Ok(Value::Array(calls)) => Value::Array(calls.iter().map(|c| handle(node, c)).collect()),
+        Ok(call) => handle(node, &call),
         Err(e) => {
             json!({"jsonrpc":"2.0","id":null,"error":{"code":-32700,"message":e.to_string()}})
         }
     };
     let out = response.to_string();
-    let mut stream = stream;
     write!(
         stream,
         "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{out}",
@@ -94,7 +170,21 @@ fn serve(svm: &mut LiteSVM, stream: TcpStream) -> std::io::Result<()> {
     stream.flush()
 }
 
-fn handle(svm: &mut LiteSVM, call: &Value) -> Value {
+/// Whether a request only calls `test_*` methods (those keep working during an outage).
+fn is_test_only(body: Option<&Value>) -> bool {
+    let test = |c: &Value| {
+        c.get("method")
+            .and_then(Value::as_str)
+            .is_some_and(|m| m.starts_with("test_"))
+    };
+    match body {
+        Some(Value::Array(calls)) => !calls.is_empty() && calls.iter().all(test),
+        Some(call) => test(call),
+        None => false,
+    }
+}
+
+fn handle(node: &mut Node, call: &Value) -> Value {
     let id = call.get("id").cloned().unwrap_or(Value::Null);
     let method = call.get("method").and_then(Value::as_str).unwrap_or("");
     let empty = Vec::new();
@@ -102,7 +192,7 @@ fn handle(svm: &mut LiteSVM, call: &Value) -> Value {
         .get("params")
         .and_then(Value::as_array)
         .unwrap_or(&empty);
-    match dispatch(svm, method, params) {
+    match dispatch(node, method, params) {
         Ok(result) => json!({"jsonrpc":"2.0","id":id,"result":result}),
         Err((code, message)) => {
             json!({"jsonrpc":"2.0","id":id,"error":{"code":code,"message":message}})
@@ -143,8 +233,8 @@ fn token_program(params: &[Value], i: usize) -> Result<Address, (i64, String)> {
     Address::from_str(p).map_err(|_| invalid("bad program"))
 }
 
-fn context(_svm: &LiteSVM) -> Value {
-    json!({"slot": 1, "apiVersion": "litesvm-0.16"})
+fn context(node: &Node) -> Value {
+    json!({"slot": node.block_height, "apiVersion": "litesvm-0.16"})
 }
 
 fn set(svm: &mut LiteSVM, address: Address, account: Account) -> RpcResult {
@@ -163,20 +253,81 @@ fn coption_key(out: &mut Vec<u8>, key: Option<&Address>) {
     }
 }
 
-fn dispatch(svm: &mut LiteSVM, method: &str, params: &[Value]) -> RpcResult {
+fn dispatch(node: &mut Node, method: &str, params: &[Value]) -> RpcResult {
+    let ctx = context(node);
     match method {
         "getHealth" => Ok(json!("ok")),
-        "getLatestBlockhash" => Ok(json!({
-            "context": context(svm),
-            "value": {"blockhash": svm.latest_blockhash().to_string(), "lastValidBlockHeight": 1_000_000u64}
-        })),
+        "getLatestBlockhash" => {
+            node.note_blockhash();
+            let blockhash = node.svm.latest_blockhash().to_string();
+            let last = node.last_valid(&blockhash).unwrap_or(0);
+            Ok(json!({
+                "context": ctx,
+                "value": {"blockhash": blockhash, "lastValidBlockHeight": last}
+            }))
+        }
+        "getBlockHeight" => Ok(json!(node.block_height)),
+        "isBlockhashValid" => {
+            let h = param_str(params, 0)?;
+            Ok(json!({"context": ctx, "value": node.blockhash_valid(h)}))
+        }
+        "sendTransaction" => send(node, params),
+        "getSignatureStatuses" => {
+            let sigs = params
+                .first()
+                .and_then(Value::as_array)
+                .ok_or_else(|| invalid("param 0 must be an array of signatures"))?;
+            let value: Vec<Value> = sigs
+                .iter()
+                .map(|s| {
+                    s.as_str()
+                        .and_then(|s| node.statuses.get(s))
+                        .map(|(slot, err)| {
+                            let status = if err.is_null() {
+                                json!({"Ok": null})
+                            } else {
+                                json!({"Err": err})
+                            };
+                            json!({
+                                "slot": slot,
+                                "confirmations": null,
+                                "err": err,
+                                "status": status,
+                                "confirmationStatus": "finalized",
+                            })
+                        })
+                        .unwrap_or(Value::Null)
+                })
+                .collect();
+            Ok(json!({"context": ctx, "value": value}))
+        }
+        "test_expireBlockhash" => {
+            node.svm.expire_blockhash();
+            node.block_height += BLOCKHASH_LIFETIME + 1;
+            node.note_blockhash();
+            Ok(Value::Null)
+        }
+        "test_dropTransactions" => {
+            node.drop_transactions = params.first().and_then(Value::as_bool).unwrap_or(true);
+            Ok(Value::Null)
+        }
+        "test_outageAfterSend" => {
+            node.outage_after_send = params.first().and_then(Value::as_bool).unwrap_or(true);
+            Ok(Value::Null)
+        }
+        "test_outage" => {
+            node.outage = params.first().and_then(Value::as_bool).unwrap_or(true);
+            Ok(Value::Null)
+        }
+        "test_sendCount" => Ok(json!(node.sends)),
         "getBalance" => {
             let a = param_addr(params, 0)?;
-            Ok(json!({"context": context(svm), "value": svm.get_balance(&a).unwrap_or(0)}))
+            Ok(json!({"context": ctx, "value": node.svm.get_balance(&a).unwrap_or(0)}))
         }
         "getAccountInfo" => {
             let a = param_addr(params, 0)?;
-            let value = svm
+            let value = node
+                .svm
                 .get_account(&a)
                 .filter(|acc| acc.lamports > 0)
                 .map(|acc| {
@@ -189,13 +340,13 @@ fn dispatch(svm: &mut LiteSVM, method: &str, params: &[Value]) -> RpcResult {
                         "space": acc.data.len(),
                     })
                 });
-            Ok(json!({"context": context(svm), "value": value}))
+            Ok(json!({"context": ctx, "value": value}))
         }
-        "simulateTransaction" => simulate(svm, params),
+        "simulateTransaction" => simulate(node, params),
         "test_airdrop" => {
             let a = param_addr(params, 0)?;
             let lamports = param_u64(params, 1)?;
-            svm.airdrop(&a, lamports)
+            node.svm.airdrop(&a, lamports)
                 .map_err(|e| (-32000, format!("airdrop: {:?}", e.err)))?;
             Ok(Value::Null)
         }
@@ -211,9 +362,9 @@ fn dispatch(svm: &mut LiteSVM, method: &str, params: &[Value]) -> RpcResult {
             data.push(decimals);
             data.push(1); // is_initialized
             coption_key(&mut data, None);
-            let lamports = svm.minimum_balance_for_rent_exemption(data.len());
+            let lamports = node.svm.minimum_balance_for_rent_exemption(data.len());
             set(
-                svm,
+                &mut node.svm,
                 address,
                 Account {
                     lamports,
@@ -240,9 +391,9 @@ fn dispatch(svm: &mut LiteSVM, method: &str, params: &[Value]) -> RpcResult {
             data.extend_from_slice(&[0u8; 12]); // is_native: None
             data.extend_from_slice(&0u64.to_le_bytes()); // delegated_amount
             coption_key(&mut data, None); // close_authority
-            let lamports = svm.minimum_balance_for_rent_exemption(data.len());
+            let lamports = node.svm.minimum_balance_for_rent_exemption(data.len());
             set(
-                svm,
+                &mut node.svm,
                 address,
                 Account {
                     lamports,
@@ -261,7 +412,7 @@ fn dispatch(svm: &mut LiteSVM, method: &str, params: &[Value]) -> RpcResult {
                 .decode(param_str(params, 3)?)
                 .map_err(|e| invalid(format!("data: {e}")))?;
             set(
-                svm,
+                &mut node.svm,
                 address,
                 Account {
                     lamports,
@@ -277,11 +428,12 @@ fn dispatch(svm: &mut LiteSVM, method: &str, params: &[Value]) -> RpcResult {
             // at another address, e.g. SPL Memo as a stand-in for Lighthouse.
             let from = param_addr(params, 0)?;
             let to = param_addr(params, 1)?;
-            let elf = svm
+            let elf = node
+                .svm
                 .get_account(&from)
                 .map(|a| a.data)
                 .ok_or_else(|| invalid(format!("no program at {from}")))?;
-            svm.add_program(to, &elf)
+            node.svm.add_program(to, &elf)
                 .map_err(|e| (-32000, format!("add_program: {e:?}")))?;
             Ok(Value::Null)
         }
@@ -289,12 +441,22 @@ fn dispatch(svm: &mut LiteSVM, method: &str, params: &[Value]) -> RpcResult {
     }
 }
 
-fn simulate(svm: &mut LiteSVM, params: &[Value]) -> RpcResult {
+fn decode_tx(params: &[Value]) -> Result<(VersionedTransaction, Value), (i64, String)> {
     let raw = param_str(params, 0)?;
     let config = params.get(1).cloned().unwrap_or(json!({}));
     if config.get("encoding").and_then(Value::as_str) != Some("base64") {
         return Err(invalid("only base64 encoding is supported"));
     }
+    let bytes = B64
+        .decode(raw)
+        .map_err(|e| invalid(format!("invalid base64: {e}")))?;
+    let tx: VersionedTransaction = bincode::deserialize(&bytes)
+        .map_err(|e| invalid(format!("failed to deserialize transaction: {e}")))?;
+    Ok((tx, config))
+}
+
+fn simulate(node: &mut Node, params: &[Value]) -> RpcResult {
+    let (tx, config) = decode_tx(params)?;
     if config
         .get("replaceRecentBlockhash")
         .and_then(Value::as_bool)
@@ -304,11 +466,6 @@ fn simulate(svm: &mut LiteSVM, params: &[Value]) -> RpcResult {
             "replaceRecentBlockhash is not supported by the test node",
         ));
     }
-    let bytes = B64
-        .decode(raw)
-        .map_err(|e| invalid(format!("invalid base64: {e}")))?;
-    let tx: VersionedTransaction = bincode::deserialize(&bytes)
-        .map_err(|e| invalid(format!("failed to deserialize transaction: {e}")))?;
     let sig_verify = config
         .get("sigVerify")
         .and_then(Value::as_bool)
@@ -316,8 +473,8 @@ fn simulate(svm: &mut LiteSVM, params: &[Value]) -> RpcResult {
     if sig_verify && tx.verify_with_results().iter().any(|ok| !ok) {
         return Err((-32003, "Transaction signature verification failure".into()));
     }
-    let ctx = context(svm);
-    let value = match svm.simulate_transaction(tx) {
+    let ctx = context(node);
+    let value = match node.svm.simulate_transaction(tx) {
         Ok(info) => json!({
             "err": null,
             "logs": info.meta.logs,
@@ -334,4 +491,63 @@ fn simulate(svm: &mut LiteSVM, params: &[Value]) -> RpcResult {
         }),
     };
     Ok(json!({"context": ctx, "value": value}))
+}
+
+/// `sendTransaction` as a real RPC node answers it: signatures verified, then (unless
+/// `skipPreflight`) a preflight simulation whose failure refuses the transaction with -32002;
+/// then the transaction is executed and its status recorded (or, in drop mode, forgotten).
+fn send(node: &mut Node, params: &[Value]) -> RpcResult {
+    let (tx, config) = decode_tx(params)?;
+    let signature = tx
+        .signatures
+        .first()
+        .map(|s| s.to_string())
+        .ok_or_else(|| invalid("transaction has no signatures"))?;
+    if tx.verify_with_results().iter().any(|ok| !ok) {
+        return Err((-32003, "Transaction signature verification failure".into()));
+    }
+    let preflight = !config
+        .get("skipPreflight")
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
+    let blockhash = tx.message.recent_blockhash().to_string();
+    if preflight {
+        if node.statuses.contains_key(&signature) {
+            return Err((
+                -32002,
+                "Transaction simulation failed: This transaction has already been processed"
+                    .into(),
+            ));
+        }
+        if !node.blockhash_valid(&blockhash) {
+            return Err((
+                -32002,
+                "Transaction simulation failed: Blockhash not found".into(),
+            ));
+        }
+        if let Err(failed) = node.svm.simulate_transaction(tx.clone()) {
+            return Err((
+                -32002,
+                format!("Transaction simulation failed: {:?}", failed.err),
+            ));
+        }
+    }
+    node.sends += 1;
+    if node.outage_after_send {
+        node.outage_after_send = false;
+        node.outage = true;
+    }
+    if node.drop_transactions
+        || node.statuses.contains_key(&signature)
+        || !node.blockhash_valid(&blockhash)
+    {
+        // Dropped, a duplicate (Solana deduplicates by signature), or too old to land.
+        return Ok(json!(signature));
+    }
+    let err = match node.svm.send_transaction(tx) {
+        Ok(_) => Value::Null,
+        Err(failed) => json!(format!("{:?}", failed.err)),
+    };
+    node.statuses.insert(signature.clone(), (node.block_height, err));
+    Ok(json!(signature))
 }

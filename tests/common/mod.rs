@@ -119,6 +119,9 @@ pub fn test_config(database_url: &str, upstream_url: &str) -> Config {
     config.upstream.verify_timeout_ms = 2_000;
     config.upstream.settle_timeout_ms = 2_000;
     config.request_timeout_ms = 10_000;
+    // The default rule pack (risk-rules/) would score these fixtures' repeated payments from one
+    // payer; tests that exercise risk scoring name their own rules.
+    config.risk.rules_dir = "tests/no-risk-rules".into();
     config.chains.insert(
         TEST_NETWORK.to_owned(),
         ChainConfig {

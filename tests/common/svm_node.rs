@@ -158,3 +158,45 @@ impl SvmNode {
         Some(u64::from_le_bytes(amount))
     }
 }
+
+impl SvmNode {
+    /// Moves to a fresh blockhash and past the last valid height of every earlier one.
+    pub async fn expire_blockhash(&self) {
+        self.call("test_expireBlockhash", json!([])).await;
+    }
+
+    /// Drop mode: accepted transactions are answered but never executed.
+    pub async fn drop_transactions(&self, on: bool) {
+        self.call("test_dropTransactions", json!([on])).await;
+    }
+
+    /// After the next accepted `sendTransaction`, the node stops answering (HTTP 503).
+    pub async fn outage_after_send(&self, on: bool) {
+        self.call("test_outageAfterSend", json!([on])).await;
+    }
+
+    /// Starts or ends an outage (HTTP 503 to every non-test request).
+    pub async fn outage(&self, on: bool) {
+        self.call("test_outage", json!([on])).await;
+    }
+
+    /// How many `sendTransaction`s the node accepted.
+    pub async fn send_count(&self) -> u64 {
+        self.call("test_sendCount", json!([]))
+            .await
+            .as_u64()
+            .unwrap_or(0)
+    }
+
+    /// The status of a signature (`null` when unknown).
+    pub async fn signature_status(&self, signature: &str) -> Value {
+        self.call(
+            "getSignatureStatuses",
+            json!([[signature], {"searchTransactionHistory": true}]),
+        )
+        .await
+        .pointer("/value/0")
+        .cloned()
+        .unwrap_or(Value::Null)
+    }
+}

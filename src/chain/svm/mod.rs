@@ -13,6 +13,7 @@
 //! known, every payment is refused with `fee_payer_not_managed_by_facilitator`.
 
 pub mod networks;
+pub mod settle;
 pub mod transaction;
 
 use std::collections::{BTreeMap, HashMap};
@@ -61,10 +62,15 @@ struct NetCtx {
     rules: Rules,
     configured_fee_payers: Vec<Pubkey>,
     learned_fee_payers: RwLock<Vec<Pubkey>>,
+    /// Set when Gatehouse settles this network itself: then its own key is the only fee payer.
+    local_fee_payer: Option<Pubkey>,
 }
 
 impl NetCtx {
     fn fee_payers(&self) -> Vec<Pubkey> {
+        if let Some(local) = self.local_fee_payer {
+            return vec![local];
+        }
         let mut all = self.configured_fee_payers.clone();
         // A poisoned lock only means a writer panicked mid-replace of a Vec; the old or new
         // value is still a valid list, so read it rather than fail.
@@ -154,6 +160,7 @@ impl SvmChecker {
                     },
                     configured_fee_payers,
                     learned_fee_payers: RwLock::new(Vec::new()),
+                    local_fee_payer: None,
                 },
             );
         }
@@ -188,6 +195,22 @@ impl SvmChecker {
         self.ctx_by_name(network)
             .map(|c| c.fee_payers().iter().map(|k| k.to_string()).collect())
             .unwrap_or_default()
+    }
+
+    /// Gatehouse settles `network` (CAIP-2 id or v1 name) itself as `fee_payer`: from now on
+    /// that key is the only accepted `extra.feePayer` there (configured and learned ones are
+    /// ignored). Returns false when the network is not configured.
+    pub fn set_local_fee_payer(&mut self, network: &str, fee_payer: Pubkey) -> bool {
+        let Ok(caip2) = Network::resolve(network).map(|n| n.caip2) else {
+            return false;
+        };
+        match self.networks.get_mut(caip2.as_str()) {
+            Some(ctx) => {
+                ctx.local_fee_payer = Some(fee_payer);
+                true
+            }
+            None => false,
+        }
     }
 
     /// Replaces the learned fee payers of `network` (CAIP-2 id or v1 name); strings that are
@@ -637,5 +660,20 @@ mod tests {
         // A later /supported replaces what was learned.
         c.update_fee_payers_from_supported(&json!({"kinds": [], "signers": {}}));
         assert!(c.fee_payers("solana").is_empty());
+    }
+
+    #[test]
+    fn a_local_fee_payer_replaces_configured_and_learned_ones() {
+        let a = "EPjFWdd5AufqSSqeM2qN1xzybapC8G4wEGGkZwyTDt1v";
+        let ours = "4zMMC9srt5Ri5X14GAgXhaHii3GnPAEERYPJgZJDncDU";
+        let mut c = SvmChecker::new(&chains(&format!(
+            "[solana-devnet]\nfee_payers = [\"{a}\"]\n[solana]\n"
+        )))
+        .unwrap();
+        assert!(c.set_local_fee_payer("solana-devnet", transaction::parse_pubkey(ours).unwrap()));
+        assert!(!c.set_local_fee_payer("solana-testnet", Pubkey::new_from_array([1; 32])));
+        c.update_fee_payers_from_supported(&json!({"signers": {"solana:*": [a]}}));
+        assert_eq!(c.fee_payers("solana-devnet"), vec![ours.to_owned()]);
+        assert_eq!(c.fee_payers("solana"), vec![a.to_owned()]);
     }
 }

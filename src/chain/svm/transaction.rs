@@ -113,7 +113,7 @@ fn svm(code: &'static str, message: impl Into<String>) -> Reason {
 const COULD_NOT_DECODE: &str = "invalid_exact_svm_payload_transaction_could_not_be_decoded";
 
 /// Reads a compact-u16 ("short vec") length; returns (value, bytes used).
-fn short_vec_len(bytes: &[u8]) -> Option<(usize, usize)> {
+pub(crate) fn short_vec_len(bytes: &[u8]) -> Option<(usize, usize)> {
     let mut value = 0usize;
     for i in 0..3 {
         let b = *bytes.get(i)?;

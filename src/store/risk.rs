@@ -1,0 +1,643 @@
+//! Persistence for risk scoring: sessions, traces, wallet-proof nonces, AP2 mandate claims
+//! and uses, the per-payment history the rules read, and review holds. Everything here is
+//! shared across replicas through the database (a mandate id is claimed by one primary key).
+
+use async_trait::async_trait;
+use serde::Serialize;
+
+use super::StoreError;
+use super::sql::SqlStore;
+
+/// A stored risk session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionRow {
+    /// Session id (UUID v4).
+    pub sid: String,
+    /// Agent id (a DID, or the wallet).
+    pub agent_id: String,
+    /// The declared wallet (lowercase for EVM).
+    pub wallet: String,
+    /// Whether the wallet signed our nonce.
+    pub wallet_proven: bool,
+    /// The rest of the session as sent (app id, device, endpoint, budget), JSON.
+    pub body: String,
+    /// Created, unix ms.
+    pub created_at_ms: u64,
+    /// Expires, unix ms.
+    pub expires_at_ms: u64,
+}
+
+/// A stored agent trace.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TraceRow {
+    /// Trace id (UUID v4).
+    pub tid: String,
+    /// The session it belongs to.
+    pub sid: String,
+    /// The normalised trace (`TraceFacts` JSON).
+    pub body: String,
+    /// Created, unix ms.
+    pub created_at_ms: u64,
+}
+
+/// One approved payment, as the history facts count it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RiskPaymentRow {
+    /// The payment's fingerprint (one row per payment).
+    pub fingerprint: String,
+    /// The payer, when known.
+    pub payer: Option<String>,
+    /// The payee.
+    pub pay_to: String,
+    /// The resource URL.
+    pub resource: Option<String>,
+    /// Host + path of the resource.
+    pub endpoint: Option<String>,
+    /// Atomic amount, decimal.
+    pub amount: String,
+    /// When, unix ms.
+    pub created_at_ms: u64,
+}
+
+/// What the history facts are computed for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HistoryQuery {
+    /// The payer (history is empty without one).
+    pub payer: Option<String>,
+    /// The payee.
+    pub pay_to: String,
+    /// The resource URL.
+    pub resource: Option<String>,
+    /// Host + path.
+    pub endpoint: Option<String>,
+    /// The payment itself, never counted.
+    pub fingerprint: String,
+    /// Now, unix ms.
+    pub now_ms: u64,
+}
+
+/// Counts from the store (see `HistoryFacts` for their meaning).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HistoryCounts {
+    /// Payer's approved payments in the last hour.
+    pub payer_1h: u64,
+    /// In the last 24 hours.
+    pub payer_24h: u64,
+    /// To the same resource in the last 5 minutes.
+    pub same_resource_5m: u64,
+    /// To the same payee, ever.
+    pub to_payee: u64,
+    /// Any payment to this endpoint before.
+    pub endpoint_seen: u64,
+    /// Free (amount 0) payments by this payer to this endpoint.
+    pub free_to_endpoint: u64,
+}
+
+/// A review hold's state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ReviewState {
+    /// Waiting for an operator.
+    Pending,
+    /// An operator approved: a retry is allowed.
+    Approved,
+    /// An operator rejected: a retry is denied.
+    Rejected,
+}
+
+impl ReviewState {
+    /// The stored spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReviewState::Pending => "pending",
+            ReviewState::Approved => "approved",
+            ReviewState::Rejected => "rejected",
+        }
+    }
+
+    /// Parses the stored spelling.
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "pending" => Some(ReviewState::Pending),
+            "approved" => Some(ReviewState::Approved),
+            "rejected" => Some(ReviewState::Rejected),
+            _ => None,
+        }
+    }
+}
+
+/// A review hold.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Review {
+    /// Review id (UUID v4).
+    pub id: String,
+    /// The held payment.
+    pub fingerprint: String,
+    /// Its state.
+    pub state: ReviewState,
+    /// The risk decision that opened it.
+    pub decision_id: String,
+    /// Payer.
+    pub payer: Option<String>,
+    /// Payee.
+    pub pay_to: String,
+    /// Atomic amount, decimal.
+    pub amount: String,
+    /// Resource URL.
+    pub resource: Option<String>,
+    /// Score at the time.
+    pub score: u32,
+    /// Reasons at the time.
+    pub reasons: Vec<String>,
+    /// Opened, unix ms.
+    pub created_at_ms: u64,
+    /// Decided, unix ms.
+    pub decided_at_ms: Option<u64>,
+    /// The operator who decided.
+    pub decided_by: Option<String>,
+    /// The operator's note.
+    pub note: Option<String>,
+}
+
+/// Risk persistence (a supertrait of `Store`).
+#[async_trait]
+pub trait RiskStore: Send + Sync {
+    /// Stores a single-use nonce.
+    async fn put_risk_nonce(&self, nonce: &str, expires_at_ms: u64) -> Result<(), StoreError>;
+    /// Consumes a nonce: true when it existed and had not expired (it is gone either way).
+    async fn take_risk_nonce(&self, nonce: &str, now_ms: u64) -> Result<bool, StoreError>;
+    /// Stores a session.
+    async fn put_risk_session(&self, row: &SessionRow) -> Result<(), StoreError>;
+    /// A session by id.
+    async fn risk_session(&self, sid: &str) -> Result<Option<SessionRow>, StoreError>;
+    /// Stores a trace.
+    async fn put_risk_trace(&self, row: &TraceRow) -> Result<(), StoreError>;
+    /// A trace by id.
+    async fn risk_trace(&self, tid: &str) -> Result<Option<TraceRow>, StoreError>;
+    /// The fingerprint holding a single-use mandate, if any (read only).
+    async fn mandate_holder(&self, mandate_id: &str) -> Result<Option<String>, StoreError>;
+    /// Claims a single-use mandate for `fingerprint`; returns the holder (this fingerprint
+    /// when the claim won, another one when the mandate was already used).
+    async fn claim_mandate(
+        &self,
+        mandate_id: &str,
+        fingerprint: &str,
+        now_ms: u64,
+    ) -> Result<String, StoreError>;
+    /// Records a payment under a mandate (idempotent per fingerprint).
+    async fn record_mandate_use(
+        &self,
+        mandate_id: &str,
+        fingerprint: &str,
+        amount: &str,
+        now_ms: u64,
+    ) -> Result<(), StoreError>;
+    /// Atomic amounts already paid under a mandate since `since_ms`, other payments only.
+    async fn mandate_uses(
+        &self,
+        mandate_id: &str,
+        except_fingerprint: &str,
+        since_ms: u64,
+    ) -> Result<Vec<String>, StoreError>;
+    /// Records an approved payment for history (idempotent per fingerprint).
+    async fn record_risk_payment(&self, row: &RiskPaymentRow) -> Result<(), StoreError>;
+    /// History counts for a payment.
+    async fn risk_history(&self, query: &HistoryQuery) -> Result<HistoryCounts, StoreError>;
+    /// Opens a pending review for a payment, or returns the one it already has.
+    async fn open_review(&self, review: &Review) -> Result<Review, StoreError>;
+    /// The review of a payment, if any.
+    async fn review_for(&self, fingerprint: &str) -> Result<Option<Review>, StoreError>;
+    /// A review by id.
+    async fn review(&self, id: &str) -> Result<Option<Review>, StoreError>;
+    /// Reviews, newest first, optionally in one state.
+    async fn reviews(
+        &self,
+        state: Option<ReviewState>,
+        limit: u32,
+    ) -> Result<Vec<Review>, StoreError>;
+    /// Decides a pending review; `None` when it does not exist or was already decided.
+    async fn decide_review(
+        &self,
+        id: &str,
+        state: ReviewState,
+        by: &str,
+        note: Option<&str>,
+        now_ms: u64,
+    ) -> Result<Option<Review>, StoreError>;
+}
+
+fn db_ms(ms: u64, field: &'static str) -> Result<i64, StoreError> {
+    i64::try_from(ms).map_err(|_| StoreError::OutOfRange { field })
+}
+
+fn from_ms(ms: i64) -> u64 {
+    u64::try_from(ms).unwrap_or(0)
+}
+
+/// `SELECT <every review column> FROM risk_reviews <tail>`, as one `&'static str`.
+macro_rules! select_reviews {
+    ($tail:literal) => {
+        concat!(
+            "SELECT id, fingerprint, state, decision_id, payer, pay_to, amount, resource, score, \
+             reasons, created_at_ms, decided_at_ms, decided_by, note FROM risk_reviews ",
+            $tail
+        )
+    };
+}
+
+#[derive(sqlx::FromRow)]
+struct ReviewRow {
+    id: String,
+    fingerprint: String,
+    state: String,
+    decision_id: String,
+    payer: Option<String>,
+    pay_to: String,
+    amount: String,
+    resource: Option<String>,
+    score: i64,
+    reasons: String,
+    created_at_ms: i64,
+    decided_at_ms: Option<i64>,
+    decided_by: Option<String>,
+    note: Option<String>,
+}
+
+impl TryFrom<ReviewRow> for Review {
+    type Error = StoreError;
+    fn try_from(row: ReviewRow) -> Result<Self, StoreError> {
+        let state = ReviewState::parse(&row.state)
+            .ok_or_else(|| StoreError::Corrupt(format!("review state `{}`", row.state)))?;
+        Ok(Review {
+            id: row.id,
+            fingerprint: row.fingerprint,
+            state,
+            decision_id: row.decision_id,
+            payer: row.payer,
+            pay_to: row.pay_to,
+            amount: row.amount,
+            resource: row.resource,
+            score: u32::try_from(row.score).unwrap_or(0),
+            reasons: serde_json::from_str(&row.reasons).unwrap_or_default(),
+            created_at_ms: from_ms(row.created_at_ms),
+            decided_at_ms: row.decided_at_ms.map(from_ms),
+            decided_by: row.decided_by,
+            note: row.note,
+        })
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct SessionSqlRow {
+    sid: String,
+    agent_id: String,
+    wallet: String,
+    wallet_proven: i64,
+    body: String,
+    created_at_ms: i64,
+    expires_at_ms: i64,
+}
+
+const HOUR_MS: u64 = 3_600_000;
+const FIVE_MIN_MS: u64 = 300_000;
+
+// === impl RiskStore for SqlStore ===
+
+#[async_trait]
+impl RiskStore for SqlStore {
+    async fn put_risk_nonce(&self, nonce: &str, expires_at_ms: u64) -> Result<(), StoreError> {
+        let expires = db_ms(expires_at_ms, "expires_at_ms")?;
+        // Expired nonces are swept on the way in, so the table stays small.
+        sqlx::query("DELETE FROM risk_nonces WHERE expires_at_ms < $1")
+            .bind(expires.saturating_sub(24 * HOUR_MS as i64))
+            .execute(&self.pool)
+            .await?;
+        sqlx::query("INSERT INTO risk_nonces (nonce, expires_at_ms) VALUES ($1, $2)")
+            .bind(nonce)
+            .bind(expires)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn take_risk_nonce(&self, nonce: &str, now_ms: u64) -> Result<bool, StoreError> {
+        let now = db_ms(now_ms, "now_ms")?;
+        let row: Option<(i64,)> =
+            sqlx::query_as("SELECT expires_at_ms FROM risk_nonces WHERE nonce = $1")
+                .bind(nonce)
+                .fetch_optional(&self.pool)
+                .await?;
+        // The delete decides who used it: of two concurrent takes only one removes the row.
+        let deleted = sqlx::query("DELETE FROM risk_nonces WHERE nonce = $1")
+            .bind(nonce)
+            .execute(&self.pool)
+            .await?;
+        Ok(deleted.rows_affected() == 1 && row.is_some_and(|(expires,)| expires >= now))
+    }
+
+    async fn put_risk_session(&self, row: &SessionRow) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO risk_sessions (sid, agent_id, wallet, wallet_proven, body, \
+             created_at_ms, expires_at_ms) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(row.sid.as_str())
+        .bind(row.agent_id.as_str())
+        .bind(row.wallet.as_str())
+        .bind(i64::from(row.wallet_proven))
+        .bind(row.body.as_str())
+        .bind(db_ms(row.created_at_ms, "created_at_ms")?)
+        .bind(db_ms(row.expires_at_ms, "expires_at_ms")?)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn risk_session(&self, sid: &str) -> Result<Option<SessionRow>, StoreError> {
+        let row: Option<SessionSqlRow> = sqlx::query_as(
+            "SELECT sid, agent_id, wallet, wallet_proven, body, created_at_ms, expires_at_ms \
+             FROM risk_sessions WHERE sid = $1",
+        )
+        .bind(sid)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(|r| SessionRow {
+            sid: r.sid,
+            agent_id: r.agent_id,
+            wallet: r.wallet,
+            wallet_proven: r.wallet_proven != 0,
+            body: r.body,
+            created_at_ms: from_ms(r.created_at_ms),
+            expires_at_ms: from_ms(r.expires_at_ms),
+        }))
+    }
+
+    async fn put_risk_trace(&self, row: &TraceRow) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO risk_traces (tid, sid, body, created_at_ms) VALUES ($1, $2, $3, $4)",
+        )
+        .bind(row.tid.as_str())
+        .bind(row.sid.as_str())
+        .bind(row.body.as_str())
+        .bind(db_ms(row.created_at_ms, "created_at_ms")?)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn risk_trace(&self, tid: &str) -> Result<Option<TraceRow>, StoreError> {
+        let row: Option<(String, String, String, i64)> =
+            sqlx::query_as("SELECT tid, sid, body, created_at_ms FROM risk_traces WHERE tid = $1")
+                .bind(tid)
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(row.map(|(tid, sid, body, created)| TraceRow {
+            tid,
+            sid,
+            body,
+            created_at_ms: from_ms(created),
+        }))
+    }
+
+    async fn mandate_holder(&self, mandate_id: &str) -> Result<Option<String>, StoreError> {
+        let row: Option<(String,)> =
+            sqlx::query_as("SELECT fingerprint FROM risk_mandate_claims WHERE mandate_id = $1")
+                .bind(mandate_id)
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(row.map(|(f,)| f))
+    }
+
+    async fn claim_mandate(
+        &self,
+        mandate_id: &str,
+        fingerprint: &str,
+        now_ms: u64,
+    ) -> Result<String, StoreError> {
+        sqlx::query(
+            "INSERT INTO risk_mandate_claims (mandate_id, fingerprint, created_at_ms) \
+             VALUES ($1, $2, $3) ON CONFLICT (mandate_id) DO NOTHING",
+        )
+        .bind(mandate_id)
+        .bind(fingerprint)
+        .bind(db_ms(now_ms, "now_ms")?)
+        .execute(&self.pool)
+        .await?;
+        self.mandate_holder(mandate_id)
+            .await?
+            .ok_or_else(|| StoreError::Corrupt("mandate claim vanished".into()))
+    }
+
+    async fn record_mandate_use(
+        &self,
+        mandate_id: &str,
+        fingerprint: &str,
+        amount: &str,
+        now_ms: u64,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO risk_mandate_uses (mandate_id, fingerprint, amount, created_at_ms) \
+             VALUES ($1, $2, $3, $4) ON CONFLICT (mandate_id, fingerprint) DO NOTHING",
+        )
+        .bind(mandate_id)
+        .bind(fingerprint)
+        .bind(amount)
+        .bind(db_ms(now_ms, "now_ms")?)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn mandate_uses(
+        &self,
+        mandate_id: &str,
+        except_fingerprint: &str,
+        since_ms: u64,
+    ) -> Result<Vec<String>, StoreError> {
+        let rows: Vec<(String,)> = sqlx::query_as(
+            "SELECT amount FROM risk_mandate_uses WHERE mandate_id = $1 AND fingerprint <> $2 \
+             AND created_at_ms >= $3",
+        )
+        .bind(mandate_id)
+        .bind(except_fingerprint)
+        .bind(db_ms(since_ms, "since_ms")?)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.into_iter().map(|(a,)| a).collect())
+    }
+
+    async fn record_risk_payment(&self, row: &RiskPaymentRow) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO risk_payments (fingerprint, payer, pay_to, resource, endpoint, amount, \
+             created_at_ms) VALUES ($1, $2, $3, $4, $5, $6, $7) \
+             ON CONFLICT (fingerprint) DO NOTHING",
+        )
+        .bind(row.fingerprint.as_str())
+        .bind(row.payer.as_deref())
+        .bind(row.pay_to.as_str())
+        .bind(row.resource.as_deref())
+        .bind(row.endpoint.as_deref())
+        .bind(row.amount.as_str())
+        .bind(db_ms(row.created_at_ms, "created_at_ms")?)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn risk_history(&self, q: &HistoryQuery) -> Result<HistoryCounts, StoreError> {
+        let now = db_ms(q.now_ms, "now_ms")?;
+        let mut counts = HistoryCounts::default();
+        let count = |n: i64| u64::try_from(n).unwrap_or(0);
+        if let Some(endpoint) = &q.endpoint {
+            let (n,): (i64,) = sqlx::query_as(
+                "SELECT COUNT(*) FROM risk_payments WHERE endpoint = $1 AND fingerprint <> $2",
+            )
+            .bind(endpoint.as_str())
+            .bind(q.fingerprint.as_str())
+            .fetch_one(&self.pool)
+            .await?;
+            counts.endpoint_seen = count(n);
+        }
+        let Some(payer) = &q.payer else {
+            return Ok(counts);
+        };
+        let hour = now.saturating_sub(HOUR_MS as i64);
+        let day = now.saturating_sub(24 * HOUR_MS as i64);
+        let five = now.saturating_sub(FIVE_MIN_MS as i64);
+        let (h, d, p): (i64, i64, i64) = sqlx::query_as(
+            "SELECT \
+               CAST(COALESCE(SUM(CASE WHEN created_at_ms >= $3 THEN 1 ELSE 0 END), 0) AS BIGINT), \
+               CAST(COALESCE(SUM(CASE WHEN created_at_ms >= $4 THEN 1 ELSE 0 END), 0) AS BIGINT), \
+               CAST(COALESCE(SUM(CASE WHEN pay_to = $5 THEN 1 ELSE 0 END), 0) AS BIGINT) \
+             FROM risk_payments WHERE payer = $1 AND fingerprint <> $2",
+        )
+        .bind(payer.as_str())
+        .bind(q.fingerprint.as_str())
+        .bind(hour)
+        .bind(day)
+        .bind(q.pay_to.as_str())
+        .fetch_one(&self.pool)
+        .await?;
+        counts.payer_1h = count(h);
+        counts.payer_24h = count(d);
+        counts.to_payee = count(p);
+        if let Some(resource) = &q.resource {
+            let (n,): (i64,) = sqlx::query_as(
+                "SELECT COUNT(*) FROM risk_payments WHERE payer = $1 AND fingerprint <> $2 \
+                 AND resource = $3 AND created_at_ms >= $4",
+            )
+            .bind(payer.as_str())
+            .bind(q.fingerprint.as_str())
+            .bind(resource.as_str())
+            .bind(five)
+            .fetch_one(&self.pool)
+            .await?;
+            counts.same_resource_5m = count(n);
+        }
+        if let Some(endpoint) = &q.endpoint {
+            let (n,): (i64,) = sqlx::query_as(
+                "SELECT COUNT(*) FROM risk_payments WHERE payer = $1 AND fingerprint <> $2 \
+                 AND endpoint = $3 AND amount = '0'",
+            )
+            .bind(payer.as_str())
+            .bind(q.fingerprint.as_str())
+            .bind(endpoint.as_str())
+            .fetch_one(&self.pool)
+            .await?;
+            counts.free_to_endpoint = count(n);
+        }
+        Ok(counts)
+    }
+
+    async fn open_review(&self, r: &Review) -> Result<Review, StoreError> {
+        let reasons = serde_json::to_string(&r.reasons).unwrap_or_else(|_| "[]".into());
+        sqlx::query(
+            "INSERT INTO risk_reviews (id, fingerprint, state, decision_id, payer, pay_to, amount, \
+             resource, score, reasons, created_at_ms) \
+             VALUES ($1, $2, 'pending', $3, $4, $5, $6, $7, $8, $9, $10) \
+             ON CONFLICT (fingerprint) DO NOTHING",
+        )
+        .bind(r.id.as_str())
+        .bind(r.fingerprint.as_str())
+        .bind(r.decision_id.as_str())
+        .bind(r.payer.as_deref())
+        .bind(r.pay_to.as_str())
+        .bind(r.amount.as_str())
+        .bind(r.resource.as_deref())
+        .bind(i64::from(r.score))
+        .bind(reasons)
+        .bind(db_ms(r.created_at_ms, "created_at_ms")?)
+        .execute(&self.pool)
+        .await?;
+        self.review_for(&r.fingerprint)
+            .await?
+            .ok_or_else(|| StoreError::Corrupt("review vanished".into()))
+    }
+
+    async fn review_for(&self, fingerprint: &str) -> Result<Option<Review>, StoreError> {
+        let row: Option<ReviewRow> = sqlx::query_as(select_reviews!("WHERE fingerprint = $1"))
+            .bind(fingerprint)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(Review::try_from).transpose()
+    }
+
+    async fn review(&self, id: &str) -> Result<Option<Review>, StoreError> {
+        let row: Option<ReviewRow> = sqlx::query_as(select_reviews!("WHERE id = $1"))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(Review::try_from).transpose()
+    }
+
+    async fn reviews(
+        &self,
+        state: Option<ReviewState>,
+        limit: u32,
+    ) -> Result<Vec<Review>, StoreError> {
+        let rows: Vec<ReviewRow> = match state {
+            Some(state) => {
+                sqlx::query_as(select_reviews!(
+                    "WHERE state = $1 ORDER BY created_at_ms DESC, id LIMIT $2"
+                ))
+                .bind(state.as_str())
+                .bind(i64::from(limit))
+                .fetch_all(&self.pool)
+                .await?
+            }
+            None => {
+                sqlx::query_as(select_reviews!("ORDER BY created_at_ms DESC, id LIMIT $1"))
+                    .bind(i64::from(limit))
+                    .fetch_all(&self.pool)
+                    .await?
+            }
+        };
+        rows.into_iter().map(Review::try_from).collect()
+    }
+
+    async fn decide_review(
+        &self,
+        id: &str,
+        state: ReviewState,
+        by: &str,
+        note: Option<&str>,
+        now_ms: u64,
+    ) -> Result<Option<Review>, StoreError> {
+        debug_assert!(state != ReviewState::Pending);
+        // Conditional on `pending`: two operators deciding at once, only one wins.
+        let done = sqlx::query(
+            "UPDATE risk_reviews SET state = $1, decided_at_ms = $2, decided_by = $3, note = $4 \
+             WHERE id = $5 AND state = 'pending'",
+        )
+        .bind(state.as_str())
+        .bind(db_ms(now_ms, "now_ms")?)
+        .bind(by)
+        .bind(note)
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        if done.rows_affected() != 1 {
+            return Ok(None);
+        }
+        self.review(id).await
+    }
+}
