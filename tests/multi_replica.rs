@@ -240,7 +240,7 @@ async fn replicas_behind_nginx_settle_once_hold_caps_and_keep_one_evidence_chain
     assert_eq!(served, REPLICAS, "round robin reached every replica");
 
     // Graceful stop of every replica (SIGTERM → exit 0), then the shared store is checked.
-    nginx.terminate();
+    let _ = nginx.terminate();
     for replica in &mut replicas {
         assert!(replica.terminate().success(), "clean exit on SIGTERM");
     }

@@ -211,7 +211,6 @@ async fn shutdown_drains_an_in_flight_settle() {
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let store = gh.state.pipeline.store().clone();
     assert_eq!(gh.state.drain.running(), 1);
     gh.stop().await.unwrap();
     let (status, settle, _) = client.await.unwrap();
@@ -224,7 +223,6 @@ async fn shutdown_drains_an_in_flight_settle() {
         .execute("UPDATE settlements SET state = state WHERE state = 'settled'")
         .await;
     assert_eq!(rows, 1, "the settle's outcome was journalled before exit");
-    drop(store);
 }
 
 #[tokio::test]
