@@ -242,7 +242,12 @@ async function main() {
     await step('approve a held payment', async () => {
       const held = await postJson(`${gh.base}/verify`, paymentBody({ resource: 'https://api.example.com/held' }));
       await page.goto(`${gh.base}/dashboard#/reviews`);
-      await page.waitForSelector('#page[data-page="reviews"] :is(#review-list .review, .unavailable, p)');
+      // Wait for the queue to have loaded (a card, an unavailable notice, or "No … reviews"),
+      // not for the transient "loading…" line: once loaded that line is empty and invisible.
+      await page.waitForFunction(() => {
+        const root = document.querySelector('#page[data-page="reviews"]');
+        return !!root && (!!root.querySelector('#review-list .review, .unavailable') || /No \w+ reviews/.test(root.textContent));
+      });
       await page.screenshot({ path: path.join(shots, 'reviews.png'), fullPage: true });
       const api = await admin(gh.base, 'GET', '/reviews');
       if (isMissingRoute(api)) throw new Pending('GET /admin/reviews is not in this build');
