@@ -251,6 +251,10 @@ fn typed_context_and_its_json_form_score_the_same() {
         distinct_sources: 5,
         ..TraceFacts::default()
     });
+    // As the payment path does when it flattens a trace.
+    if let Some(trace) = &mut context.trace {
+        trace.derive_event_facts();
+    }
     context.session = Some(SessionFacts {
         payer_matches: true,
         ..SessionFacts::default()

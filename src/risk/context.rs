@@ -102,6 +102,73 @@ pub struct TraceFacts {
     /// Distinct sources cited by the agent's reasoning (hosts of URLs in tool results read
     /// before the payment decision).
     pub distinct_sources: u64,
+    /// The distinct event types, in first-seen order (derived from `events`).
+    #[serde(default)]
+    pub event_types: Vec<String>,
+    /// Beneficiary addresses named by tool calls, lowercase (derived from `events`): values
+    /// of `beneficiary`/`pay_to`/`payTo`/`payee`, or of `recipient`/`to` when the tool's name
+    /// says it pays (pay, transfer, purchase, checkout, x402), that are address-shaped.
+    #[serde(default)]
+    pub beneficiaries: Vec<String>,
+}
+
+/// Tool-call argument names that always name a beneficiary.
+const BENEFICIARY_KEYS: [&str; 4] = ["beneficiary", "pay_to", "payTo", "payee"];
+/// Argument names that name one only for a paying tool.
+const PAYING_TOOL_KEYS: [&str; 2] = ["recipient", "to"];
+/// Tool-name fragments that mark a paying tool.
+const PAYING_TOOLS: [&str; 5] = ["pay", "transfer", "purchase", "checkout", "x402"];
+
+impl TraceFacts {
+    /// Computes the facts derived from `events` once per payment, so rules test short lists
+    /// instead of iterating every event (a CEL loop over a 200-event trace costs more than
+    /// the whole rest of the evaluation).
+    pub fn derive_event_facts(&mut self) {
+        let mut types: Vec<String> = Vec::new();
+        let mut beneficiaries: Vec<String> = Vec::new();
+        for event in &self.events {
+            if !types.contains(&event.kind) {
+                types.push(event.kind.clone());
+            }
+            if event.kind != "tool_call" {
+                continue;
+            }
+            let Some(data) = event.data.as_object() else {
+                continue;
+            };
+            let paying_tool = event.tool.as_deref().is_some_and(|tool| {
+                let tool = tool.to_ascii_lowercase();
+                PAYING_TOOLS.iter().any(|p| tool.contains(p))
+            });
+            let keys = BENEFICIARY_KEYS
+                .iter()
+                .chain(PAYING_TOOL_KEYS.iter().filter(|_| paying_tool));
+            for key in keys {
+                if let Some(serde_json::Value::String(value)) = data.get(*key)
+                    && is_address(value)
+                {
+                    let value = value.to_ascii_lowercase();
+                    if !beneficiaries.contains(&value) {
+                        beneficiaries.push(value);
+                    }
+                }
+            }
+        }
+        self.event_types = types;
+        self.beneficiaries = beneficiaries;
+    }
+}
+
+/// An EVM address (`0x` + 40 hex digits) or a Solana one (32–44 base58 characters).
+fn is_address(text: &str) -> bool {
+    let evm = text.len() == 42
+        && text.starts_with("0x")
+        && text[2..].bytes().all(|b| b.is_ascii_hexdigit());
+    let base58 = (32..=44).contains(&text.len())
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() && !matches!(b, b'0' | b'O' | b'I' | b'l'));
+    evm || base58
 }
 
 /// One trace event.

@@ -236,6 +236,9 @@ pub struct RuleSet {
     id: String,
     rules: Vec<Rule>,
     env: Arc<cel::Env>,
+    /// Whether any condition mentions `events`: when none does, the trace's event list is
+    /// left out of the CEL values (converting 200 events costs more than the rules).
+    uses_events: bool,
 }
 
 impl fmt::Debug for RuleSet {
@@ -384,10 +387,12 @@ impl RuleSet {
         if !problems.is_empty() {
             return Err(RuleError::Invalid(problems));
         }
+        let uses_events = rules.iter().any(|r| r.condition.contains("events"));
         let set = RuleSet {
             id: content_hash(files),
             rules,
             env,
+            uses_events,
         };
         set.probe()?;
         Ok(set)
@@ -465,15 +470,33 @@ impl RuleSet {
 
     /// Runs every condition over one context, converted to CEL values once.
     fn run_conditions(&self, ctx: &Value) -> Vec<Outcome> {
-        let mut cel_ctx = cel::Context::with_env(Arc::clone(&self.env));
-        for name in VARIABLES {
-            let value = ctx.get(name).unwrap_or(&Value::Null);
-            cel_ctx.add_variable_as_val(name, to_val(value, 0));
-        }
+        let cel_ctx = self.cel_context(ctx);
         self.rules
             .iter()
             .map(|rule| run(&rule.program, &cel_ctx))
             .collect()
+    }
+
+    /// The CEL variables for one context, converted once.
+    fn cel_context<'v>(&self, ctx: &'v Value) -> cel::Context<'_, 'v> {
+        let mut cel_ctx = cel::Context::with_env(Arc::clone(&self.env));
+        for name in VARIABLES {
+            let value = ctx.get(name).unwrap_or(&Value::Null);
+            let converted = match value {
+                Value::Object(trace) if name == "trace" && !self.uses_events => {
+                    Box::new(CelMap::from(
+                        trace
+                            .iter()
+                            .filter(|(k, _)| k.as_str() != "events")
+                            .map(|(k, v)| (CelMapKey::from(k.as_str()), to_val(v, 1)))
+                            .collect::<HashMap<_, _>>(),
+                    ))
+                }
+                _ => to_val(value, 0),
+            };
+            cel_ctx.add_variable_as_val(name, converted);
+        }
+        cel_ctx
     }
 
     /// Whether one rule fires on a context (for examples and tools).
@@ -481,12 +504,7 @@ impl RuleSet {
         let Some(rule) = self.rules.get(index) else {
             return Err(format!("no rule #{index}"));
         };
-        let mut cel_ctx = cel::Context::with_env(Arc::clone(&self.env));
-        for name in VARIABLES {
-            let value = ctx.get(name).unwrap_or(&Value::Null);
-            cel_ctx.add_variable_as_val(name, to_val(value, 0));
-        }
-        run(&rule.program, &cel_ctx)
+        run(&rule.program, &self.cel_context(ctx))
     }
 
     /// Turns condition outcomes into an assessment.
@@ -852,6 +870,8 @@ fn part_default(name: &str) -> Option<Value> {
             urls_from_tool_output_only: Vec::new(),
             event_count: 0,
             distinct_sources: 2,
+            event_types: Vec::new(),
+            beneficiaries: Vec::new(),
         }),
         "mandate" => serde_json::to_value(MandateFacts {
             id: "m-example".into(),
@@ -903,8 +923,12 @@ pub fn merge_example(partial: &Value) -> Result<Value, String> {
             *event = full;
         }
     }
-    let typed: RiskContext =
+    let mut typed: RiskContext =
         serde_json::from_value(merged.clone()).map_err(|e| format!("not a risk context: {e}"))?;
+    // The payment path derives these from the events; examples name only the events.
+    if let Some(trace) = &mut typed.trace {
+        trace.derive_event_facts();
+    }
     let normal = serde_json::to_value(typed).map_err(|e| e.to_string())?;
     let mut unknown = BTreeSet::new();
     unknown_keys(&merged, &normal, "", &mut unknown);

@@ -262,7 +262,7 @@ fn flatten(task: Option<String>, parameters: Value, events: Vec<TraceEvent>) -> 
         .filter_map(|u| host_of(u))
         .collect::<BTreeSet<_>>()
         .len() as u64;
-    TraceFacts {
+    let mut facts = TraceFacts {
         tid: String::new(),
         task,
         parameters,
@@ -272,7 +272,10 @@ fn flatten(task: Option<String>, parameters: Value, events: Vec<TraceEvent>) -> 
         hosts,
         urls_from_tool_output_only,
         distinct_sources,
-    }
+        ..TraceFacts::default()
+    };
+    facts.derive_event_facts();
+    facts
 }
 
 /// The privacy option: every text replaced by its digest (the task too).
