@@ -80,6 +80,7 @@ fn context(events: usize) -> RiskContext {
             urls_from_tool_output_only: urls[..30].to_vec(),
             urls,
             distinct_sources: 7,
+            ..TraceFacts::default()
         }),
         mandate: Some(MandateFacts {
             id: "m1".into(),
