@@ -54,12 +54,15 @@ wait_http "http://127.0.0.1:$REF_PORT/health"
 NOOP_PORT=$(free_port)
 "$BIN/examples/bench_upstream" "127.0.0.1:$NOOP_PORT" >"$WORK/noop.log" 2>&1 & PIDS+=($!)
 
+mkdir -p "$WORK/rules"
+cp "$ROOT"/risk-rules/*.yaml "$WORK/rules/"
+sed -i 's/^  weight: \([0-9]*\)$/  weight: \1\n  mode: shadow/' "$WORK/rules/velocity.yaml"
+
 gatehouse_config() { # port, upstream url, settlement mode → config file
   local dir="$WORK/gh-$1"; mkdir -p "$dir"
   cat >"$dir/gatehouse.toml" <<TOML
 listen = "127.0.0.1:$1"
 database_url = "sqlite://$dir/gatehouse.db"
-rules_dir = "$ROOT/risk-rules"
 log_format = "json"
 [upstream]
 url = "$2"
@@ -81,6 +84,11 @@ requests_per_minute = 10000000
 # Endpoint discovery's defaults (10 payments a minute per new endpoint) would bind at once.
 [policy.discovery]
 enabled = false
+# The shipped risk rule pack scores every verify; its velocity rules run in shadow mode
+# (evaluated and recorded, never deciding), since one benchmark payer paying one resource
+# thousands of times a minute is exactly the payment loop they exist to stop.
+[risk]
+rules_dir = "$WORK/rules"
 TOML
   echo "$dir/gatehouse.toml"
 }

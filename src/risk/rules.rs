@@ -451,6 +451,26 @@ impl RuleSet {
 
     /// Scores a context.
     pub fn evaluate(&self, ctx: &RiskContext, thresholds: &Thresholds) -> Assessment {
+        // Serialising 200 events costs more than every rule together; skip them when no
+        // condition reads them (the derived event facts stay).
+        let slim;
+        let ctx = match &ctx.trace {
+            Some(trace) if !self.uses_events && !trace.events.is_empty() => {
+                slim = RiskContext {
+                    trace: Some(TraceFacts {
+                        events: Vec::new(),
+                        ..trace.clone()
+                    }),
+                    payment: ctx.payment.clone(),
+                    session: ctx.session.clone(),
+                    mandate: ctx.mandate.clone(),
+                    history: ctx.history.clone(),
+                    endpoint: ctx.endpoint.clone(),
+                };
+                &slim
+            }
+            _ => ctx,
+        };
         match serde_json::to_value(ctx) {
             Ok(value) => self.evaluate_value(&value, thresholds),
             // Unreachable for the derived Serialize, but an unscorable context must not allow.
