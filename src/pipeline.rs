@@ -454,7 +454,7 @@ impl Pipeline {
             let policy = self.policy.current();
             let budget = match &self.risk {
                 Some(risk) => {
-                    risk.session_budget(&payment, request.payment_payload(), &run.risk_inputs)
+                    risk.session_budget(&payment, request.payment_payload(), &mut run.risk_inputs)
                         .await
                 }
                 None => Ok(None),

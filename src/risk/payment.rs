@@ -52,6 +52,9 @@ pub struct RiskInputs {
     pub tracestate: Option<String>,
     /// The AP2 mandate evidence.
     pub mandate: Option<MandateInput>,
+    /// The named session as read from the store earlier in this request (by the session
+    /// budget lookup), so the risk step does not read it again.
+    pub session: Option<crate::store::risk::SessionRow>,
 }
 
 fn header_error(name: &str, message: impl Into<String>) -> ApiError {
@@ -349,7 +352,7 @@ impl RiskService {
         let now_ms = self.clock.now_ms();
         let mut notes = Vec::new();
         let session = match &inputs.sid {
-            Some(sid) => match self.store.risk_session(sid).await? {
+            Some(sid) => match self.session_row(sid, inputs).await? {
                 Some(row) => Some(session_facts(&row, payment.payer.as_deref(), now_ms)),
                 None => return Err(Refusal::Input(format!("unknown risk session {sid}"))),
             },
@@ -492,18 +495,21 @@ impl RiskService {
         &self,
         payment: &Payment,
         payload: &Value,
-        inputs: &RiskInputs,
+        inputs: &mut RiskInputs,
     ) -> Result<Option<crate::policy::SessionBudget>, StoreError> {
-        let mut inputs = inputs.clone();
-        if inputs.merge_extension(payload).is_err() {
+        // The risk step merges the extension itself (and reports its problems); here it only
+        // names the session.
+        let mut merged = inputs.clone();
+        if merged.merge_extension(payload).is_err() {
             return Ok(None);
         }
-        let Some(sid) = inputs.sid.as_deref() else {
+        let Some(sid) = merged.sid else {
             return Ok(None);
         };
-        let Some(row) = self.store.risk_session(sid).await? else {
+        let Some(row) = self.store.risk_session(&sid).await? else {
             return Ok(None);
         };
+        inputs.session = Some(row.clone());
         let body: Value = serde_json::from_str(&row.body).unwrap_or(Value::Null);
         let Some(budget) = body.get("budget").filter(|b| b.is_object()) else {
             return Ok(None);
@@ -521,9 +527,21 @@ impl RiskService {
             _ => 0,
         };
         Ok(Some(crate::policy::SessionBudget {
-            session_id: sid.to_owned(),
+            session_id: sid,
             cap: crate::policy::Atomic(cap),
         }))
+    }
+
+    /// The session row for `sid`: the one already read in this request, or from the store.
+    async fn session_row(
+        &self,
+        sid: &str,
+        inputs: &RiskInputs,
+    ) -> Result<Option<crate::store::risk::SessionRow>, StoreError> {
+        match inputs.session.as_ref().filter(|row| row.sid == sid) {
+            Some(row) => Ok(Some(row.clone())),
+            None => self.store.risk_session(sid).await,
+        }
     }
 
     pub async fn assess_payment(

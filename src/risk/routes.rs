@@ -281,6 +281,7 @@ async fn evaluate(
         traceparent,
         tracestate: None,
         mandate,
+        session: None,
     };
     let (facts, fingerprint) = evaluate_payment(payment)?;
     let (summary, evidence) = risk.evaluate_dry(facts, &fingerprint, &inputs).await?;
