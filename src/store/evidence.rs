@@ -571,7 +571,7 @@ impl EvidenceStore for SqlStore {
         args.push(Arg::Int(page(query.limit)));
         sql.push_str(&format!(" ORDER BY i.seq LIMIT ${}", args.len()));
         let rows: Vec<Row> = bind_all_as(sqlx::query_as(sqlx::AssertSqlSafe(sql)), args)
-            .fetch_all(&self.pool)
+            .fetch_all(&self.reads)
             .await?;
         records(rows)
     }
@@ -603,7 +603,7 @@ impl EvidenceStore for SqlStore {
              LEFT JOIN settlements s ON s.fingerprint = a.fingerprint ORDER BY a.first_seq"
         );
         let rows: Vec<PaymentSummary> = bind_all_as(sqlx::query_as(sqlx::AssertSqlSafe(sql)), args)
-            .fetch_all(&self.pool)
+            .fetch_all(&self.reads)
             .await?;
         Ok(rows)
     }
@@ -640,7 +640,7 @@ impl EvidenceStore for SqlStore {
             "SELECT {EVIDENCE_COLUMNS} FROM evidence e WHERE e.seq = $1"
         )))
         .bind(seq)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&self.reads)
         .await?;
         row.map(EvidenceRecord::try_from).transpose()
     }
@@ -658,7 +658,7 @@ impl EvidenceStore for SqlStore {
         .bind(from)
         .bind(to)
         .bind(limit)
-        .fetch_all(&self.pool)
+        .fetch_all(&self.reads)
         .await?;
         Ok(rows)
     }

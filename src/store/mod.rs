@@ -7,6 +7,7 @@
 //! This module must not decide policy: it reports what the journal says, and the pipeline
 //! decides what to answer.
 
+mod chain_append;
 pub mod evidence;
 mod ops;
 mod policy;
@@ -459,6 +460,9 @@ pub enum StoreError {
         /// Which field.
         field: &'static str,
     },
+    /// The database URL carries a parameter Gatehouse cannot use.
+    #[error("invalid database URL: {0}")]
+    InvalidUrl(String),
     /// Stored data violates an invariant (unknown state, broken chain head).
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),

@@ -18,7 +18,6 @@ use super::{
     EvidenceRecord, PinOutcome, Reserve, SettlementClaim, SettlementOutcome, SettlementRecord,
     SettlementState, Store, StoreError,
 };
-use crate::evidence::{canonical_json, expected_hash, record_hash};
 use crate::protocol::payment::Fingerprint;
 
 static SQLITE_MIGRATOR: Migrator = sqlx::migrate!("migrations/sqlite");
@@ -28,7 +27,8 @@ static POSTGRES_MIGRATOR: Migrator = sqlx::migrate!("migrations/postgres");
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long SQLite waits on a locked database before failing a statement.
 const SQLITE_BUSY_TIMEOUT_MS: u32 = 10_000;
-const SQLITE_MAX_CONNECTIONS: u32 = 8;
+/// Connections for long read-only scans of a SQLite file (writes use one connection).
+const SQLITE_READ_CONNECTIONS: u32 = 4;
 const POSTGRES_MAX_CONNECTIONS: u32 = 32;
 /// Bound on re-reads when a failed settlement is re-claimed concurrently.
 const RECLAIM_ATTEMPTS: usize = 4;
@@ -73,7 +73,7 @@ pub(crate) struct Dialect(Backend);
 impl Dialect {
     /// Opens a transaction that writes the evidence chain. SQLite takes the write lock up front
     /// so two appenders cannot both read the same head and then fail to upgrade.
-    fn begin_chain_write(self) -> &'static str {
+    pub(crate) fn begin_chain_write(self) -> &'static str {
         match self.0 {
             Backend::Sqlite => "BEGIN IMMEDIATE",
             Backend::Postgres => "BEGIN",
@@ -81,7 +81,7 @@ impl Dialect {
     }
 
     /// Reads the chain head, locking it until commit where the database needs a row lock.
-    fn select_chain_head(self) -> &'static str {
+    pub(crate) fn select_chain_head(self) -> &'static str {
         match self.0 {
             Backend::Sqlite => "SELECT seq, hash FROM evidence_head WHERE id = 1",
             Backend::Postgres => "SELECT seq, hash FROM evidence_head WHERE id = 1 FOR UPDATE",
@@ -101,6 +101,12 @@ impl Dialect {
 pub struct SqlStore {
     pub(crate) pool: AnyPool,
     pub(crate) dialect: Dialect,
+    /// For long read-only scans (evidence pages, searches, chain links). On PostgreSQL the same
+    /// pool; on a SQLite file a separate one, so a scan never waits behind, or holds up, the
+    /// single writer connection (WAL readers do not block the writer).
+    pub(crate) reads: AnyPool,
+    /// Concurrent evidence appends, committed together (group commit).
+    appends: super::chain_append::AppendQueue,
 }
 
 impl SqlStore {
@@ -124,12 +130,16 @@ impl SqlStore {
             .await
             .map_err(StoreError::Unavailable)?;
         Ok(Self {
+            reads: pool.clone(),
             pool,
             dialect: Dialect(Backend::Postgres),
+            appends: Default::default(),
         })
     }
 
     async fn connect_sqlite(database_url: &str) -> Result<Self, StoreError> {
+        let (database_url, synchronous) = sqlite_synchronous(database_url)?;
+        let database_url = database_url.as_str();
         let in_memory = database_url.contains(":memory:") || database_url.contains("mode=memory");
         // `sqlite://:memory:` does not parse as a URL with an empty host, so every in-memory
         // spelling becomes the one form the Any driver accepts.
@@ -142,38 +152,62 @@ impl SqlStore {
         } else {
             format!("{database_url}?mode=rwc")
         };
-        let options = AnyPoolOptions::new()
-            .acquire_timeout(ACQUIRE_TIMEOUT)
-            .after_connect(|conn, _meta| {
-                Box::pin(async move {
-                    let pragma = sqlx::AssertSqlSafe(format!(
-                        "PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}"
-                    ));
-                    sqlx::query(pragma).execute(conn).await?;
-                    Ok(())
+        let options = || {
+            AnyPoolOptions::new()
+                .acquire_timeout(ACQUIRE_TIMEOUT)
+                .after_connect(move |conn, _meta| {
+                    Box::pin(async move {
+                        let pragma = sqlx::AssertSqlSafe(format!(
+                            "PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}"
+                        ));
+                        sqlx::query(pragma).execute(&mut *conn).await?;
+                        let pragma = sqlx::AssertSqlSafe(format!(
+                            "PRAGMA synchronous = {}",
+                            synchronous.pragma()
+                        ));
+                        sqlx::query(pragma).execute(conn).await?;
+                        Ok(())
+                    })
                 })
-            });
+        };
         // The Any driver parses the URL per connection, and each `:memory:` connection would get
         // its own database; one connection, never recycled, keeps one database.
-        let options = if in_memory {
-            options
+        if in_memory {
+            let pool = options()
                 .max_connections(1)
                 .min_connections(1)
                 .idle_timeout(None)
                 .max_lifetime(None)
-        } else {
-            options.max_connections(SQLITE_MAX_CONNECTIONS)
-        };
-        let pool = options
+                .connect(&url)
+                .await
+                .map_err(StoreError::Unavailable)?;
+            return Ok(Self {
+                reads: pool.clone(),
+                pool,
+                dialect: Dialect(Backend::Sqlite),
+                appends: Default::default(),
+            });
+        }
+        // SQLite has one writer at a time. Writers on several connections meet at the file
+        // lock, where the busy handler sleeps (1, 2, 5, ... 100 ms) between attempts: under
+        // load that, not the work, made the latency. One connection for everything that may
+        // write turns the wait into a queue on the pool, answered in order without sleeping.
+        let pool = options()
+            .max_connections(1)
             .connect(&url)
             .await
             .map_err(StoreError::Unavailable)?;
-        if !in_memory {
-            enable_wal(&pool).await?;
-        }
+        enable_wal(&pool).await?;
+        let reads = options()
+            .max_connections(SQLITE_READ_CONNECTIONS)
+            .connect(&url)
+            .await
+            .map_err(StoreError::Unavailable)?;
         Ok(Self {
             pool,
+            reads,
             dialect: Dialect(Backend::Sqlite),
+            appends: Default::default(),
         })
     }
 
@@ -213,6 +247,57 @@ impl SqlStore {
     }
 }
 
+/// How SQLite syncs commits to disk (`?synchronous=` on a `sqlite:` URL, read by Gatehouse).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Synchronous {
+    /// WAL's usual setting: a commit survives a crash of Gatehouse; an OS crash or power loss
+    /// may roll back the last commits, never corrupt the file. The default.
+    Normal,
+    /// Every commit is fsynced before it returns.
+    Full,
+}
+
+impl Synchronous {
+    fn pragma(self) -> &'static str {
+        match self {
+            Self::Normal => "NORMAL",
+            Self::Full => "FULL",
+        }
+    }
+}
+
+/// Takes Gatehouse's own `synchronous=normal|full` parameter off a SQLite URL (sqlx does not
+/// know it) and returns the rest of the URL with it.
+fn sqlite_synchronous(url: &str) -> Result<(String, Synchronous), StoreError> {
+    let Some((base, query)) = url.split_once('?') else {
+        return Ok((url.to_owned(), Synchronous::Normal));
+    };
+    let mut synchronous = Synchronous::Normal;
+    let mut kept = Vec::new();
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        match pair.split_once('=') {
+            Some(("synchronous", value)) => {
+                synchronous = match value.to_ascii_lowercase().as_str() {
+                    "normal" => Synchronous::Normal,
+                    "full" => Synchronous::Full,
+                    _ => {
+                        return Err(StoreError::InvalidUrl(format!(
+                            "synchronous must be `normal` or `full`, not `{value}`"
+                        )));
+                    }
+                }
+            }
+            _ => kept.push(pair),
+        }
+    }
+    let url = if kept.is_empty() {
+        base.to_owned()
+    } else {
+        format!("{base}?{}", kept.join("&"))
+    };
+    Ok((url, synchronous))
+}
+
 /// Switches a SQLite file to WAL once; the switch needs a lock busy_timeout does not wait for,
 /// so a second pool opening the same fresh file retries briefly.
 async fn enable_wal(pool: &AnyPool) -> Result<(), StoreError> {
@@ -245,7 +330,7 @@ fn url_scheme(database_url: &str) -> &str {
     }
 }
 
-fn to_db_ms(ms: u64, field: &'static str) -> Result<i64, StoreError> {
+pub(crate) fn to_db_ms(ms: u64, field: &'static str) -> Result<i64, StoreError> {
     i64::try_from(ms).map_err(|_| StoreError::OutOfRange { field })
 }
 
@@ -322,17 +407,17 @@ impl TryFrom<SettlementRow> for SettlementRecord {
 }
 
 #[derive(FromRow)]
-struct EvidenceRow {
-    seq: i64,
-    created_at_ms: i64,
-    kind: String,
-    gate: Option<String>,
-    fingerprint: Option<String>,
-    decision: String,
-    request_id: String,
-    body: String,
-    prev_hash: String,
-    hash: String,
+pub(crate) struct EvidenceRow {
+    pub(crate) seq: i64,
+    pub(crate) created_at_ms: i64,
+    pub(crate) kind: String,
+    pub(crate) gate: Option<String>,
+    pub(crate) fingerprint: Option<String>,
+    pub(crate) decision: String,
+    pub(crate) request_id: String,
+    pub(crate) body: String,
+    pub(crate) prev_hash: String,
+    pub(crate) hash: String,
 }
 
 impl TryFrom<EvidenceRow> for EvidenceRecord {
@@ -480,91 +565,8 @@ impl Store for SqlStore {
     }
 
     async fn append_evidence(&self, draft: EvidenceDraft) -> Result<EvidenceRecord, StoreError> {
-        let created_at_ms = to_db_ms(draft.created_at_ms, "created_at_ms")?;
-        let body = canonical_json(&draft.body);
-        let fingerprint = draft.fingerprint.map(|f| f.0);
-
-        let mut tx = self
-            .pool
-            .begin_with(self.dialect.begin_chain_write())
-            .await?;
-        let (head_seq, head_hash): (i64, String) = sqlx::query_as(self.dialect.select_chain_head())
-            .fetch_one(&mut *tx)
-            .await?;
-        // Pair the head row with the chain itself: the head must name the last record.
-        if head_seq > 0 {
-            let (last_hash,): (String,) =
-                sqlx::query_as("SELECT hash FROM evidence WHERE seq = $1")
-                    .bind(head_seq)
-                    .fetch_optional(&mut *tx)
-                    .await?
-                    .ok_or_else(|| {
-                        StoreError::Corrupt(format!("evidence head names missing seq {head_seq}"))
-                    })?;
-            if last_hash != head_hash {
-                return Err(StoreError::Corrupt(format!(
-                    "evidence head disagrees with record {head_seq}"
-                )));
-            }
-        }
-        let seq = head_seq
-            .checked_add(1)
-            .ok_or(StoreError::OutOfRange { field: "seq" })?;
-        let hash = record_hash(
-            &head_hash,
-            seq,
-            draft.created_at_ms,
-            &draft.kind,
-            draft.gate.as_deref(),
-            fingerprint.as_deref(),
-            &draft.decision,
-            &draft.request_id,
-            &body,
-        );
-        let row: EvidenceRow = sqlx::query_as(
-            "INSERT INTO evidence (seq, created_at_ms, kind, gate, fingerprint, decision, \
-             request_id, body, prev_hash, hash) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
-             RETURNING seq, created_at_ms, kind, gate, fingerprint, decision, request_id, body, \
-             prev_hash, hash",
-        )
-        .bind(seq)
-        .bind(created_at_ms)
-        .bind(draft.kind.as_str())
-        .bind(draft.gate.as_deref())
-        .bind(fingerprint.as_deref())
-        .bind(draft.decision.as_str())
-        .bind(draft.request_id.as_str())
-        .bind(body.as_str())
-        .bind(head_hash.as_str())
-        .bind(hash.as_str())
-        .fetch_one(&mut *tx)
-        .await?;
-        let advanced =
-            sqlx::query("UPDATE evidence_head SET seq = $1, hash = $2 WHERE id = 1 AND seq = $3")
-                .bind(seq)
-                .bind(hash.as_str())
-                .bind(head_seq)
-                .execute(&mut *tx)
-                .await?;
-        if advanced.rows_affected() != 1 {
-            // Unreachable while the head is locked; refuse rather than fork the chain.
-            return Err(StoreError::Corrupt(
-                "evidence head moved during append".into(),
-            ));
-        }
-        tx.commit().await?;
-
-        let record = EvidenceRecord::try_from(row)?;
-        debug_assert_eq!(
-            record.prev_hash, head_hash,
-            "appended record must follow the head"
-        );
-        debug_assert_eq!(
-            expected_hash(&record),
-            record.hash,
-            "stored record must verify"
-        );
-        Ok(record)
+        let record = super::chain_append::Prepared::new(draft)?;
+        self.appends.append(&self.pool, self.dialect, record).await
     }
 
     async fn evidence_after(
@@ -576,7 +578,7 @@ impl Store for SqlStore {
             sqlx::query_as(select_evidence!("WHERE seq > $1 ORDER BY seq LIMIT $2"))
                 .bind(after_seq)
                 .bind(i64::from(limit))
-                .fetch_all(&self.pool)
+                .fetch_all(&self.reads)
                 .await?;
         evidence_records(rows)
     }
@@ -590,7 +592,7 @@ impl Store for SqlStore {
         ))
         .bind(fingerprint.0.as_str())
         .bind(EVIDENCE_PER_PAYMENT_MAX)
-        .fetch_all(&self.pool)
+        .fetch_all(&self.reads)
         .await?;
         evidence_records(rows)
     }
@@ -1008,6 +1010,28 @@ impl SqlStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn synchronous_is_taken_off_the_sqlite_url() {
+        let parse = |url| sqlite_synchronous(url).map_err(|e| e.to_string());
+        assert_eq!(
+            parse("sqlite://g.db"),
+            Ok(("sqlite://g.db".to_owned(), Synchronous::Normal))
+        );
+        assert_eq!(
+            parse("sqlite://g.db?synchronous=full"),
+            Ok(("sqlite://g.db".to_owned(), Synchronous::Full))
+        );
+        assert_eq!(
+            parse("sqlite://g.db?mode=rwc&synchronous=FULL&cache=shared"),
+            Ok((
+                "sqlite://g.db?mode=rwc&cache=shared".to_owned(),
+                Synchronous::Full
+            ))
+        );
+        let refused = parse("sqlite://g.db?synchronous=off").unwrap_err();
+        assert!(refused.contains("`normal` or `full`"), "{refused}");
+    }
 
     fn claim(identifier: Option<&str>, digest: &str) -> SettlementClaim {
         SettlementClaim {

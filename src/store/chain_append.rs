@@ -1,0 +1,236 @@
+//! Group commit for the evidence chain.
+//!
+//! Every decision appends one record, and every append serialises on the chain head (one row,
+//! locked for the whole read-hash-insert-advance step). Under concurrent load that lock, one
+//! transaction per record, is the store's bottleneck. Here concurrent appenders queue their
+//! records; whoever takes the writer lock appends everything queued in ONE transaction and
+//! answers each caller with its own record. A caller still returns only after its record is
+//! committed (DESIGN invariant 4), and the chain is still linear, on both databases and across
+//! replicas (the head row lock is taken per batch as it was per record).
+
+use std::sync::{Arc, Mutex};
+
+use sqlx::AnyPool;
+use tokio::sync::oneshot;
+
+use super::sql::{Dialect, EvidenceRow};
+use super::{EvidenceDraft, EvidenceRecord, StoreError};
+use crate::evidence::{canonical_json, record_hash};
+
+/// Most records one transaction appends; the rest wait for the next batch.
+const BATCH_MAX: usize = 256;
+
+/// A draft made ready to store: the checks that depend on it alone are done before it queues,
+/// so one bad draft cannot fail the batch it would have joined.
+#[derive(Debug)]
+pub(crate) struct Prepared {
+    created_at_ms: i64,
+    kind: String,
+    gate: Option<String>,
+    fingerprint: Option<String>,
+    decision: String,
+    request_id: String,
+    body: String,
+}
+
+impl Prepared {
+    /// Canonicalises the body and range-checks the timestamp.
+    pub(crate) fn new(draft: EvidenceDraft) -> Result<Self, StoreError> {
+        Ok(Self {
+            created_at_ms: super::sql::to_db_ms(draft.created_at_ms, "created_at_ms")?,
+            body: canonical_json(&draft.body),
+            kind: draft.kind,
+            gate: draft.gate,
+            fingerprint: draft.fingerprint.map(|f| f.0),
+            decision: draft.decision,
+            request_id: draft.request_id,
+        })
+    }
+}
+
+type Reply = oneshot::Sender<Result<EvidenceRecord, StoreError>>;
+
+/// The queue of records waiting to be appended, and the lock its writer holds.
+#[derive(Default)]
+pub(crate) struct AppendQueue {
+    waiting: Mutex<Vec<(Prepared, Reply)>>,
+    writer: Arc<tokio::sync::Mutex<()>>,
+}
+
+impl std::fmt::Debug for AppendQueue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppendQueue").finish_non_exhaustive()
+    }
+}
+
+impl AppendQueue {
+    /// Appends `record` to the chain, in a batch with whatever else is queued meanwhile.
+    pub(crate) async fn append(
+        &self,
+        pool: &AnyPool,
+        dialect: Dialect,
+        record: Prepared,
+    ) -> Result<EvidenceRecord, StoreError> {
+        let (reply, mut answer) = oneshot::channel();
+        self.lock_waiting().push((record, reply));
+        loop {
+            tokio::select! {
+                biased;
+                answer = &mut answer => {
+                    return answer.unwrap_or_else(|_| Err(StoreError::Corrupt(
+                        "the evidence writer stopped before answering".into(),
+                    )));
+                }
+                guard = self.writer.clone().lock_owned() => {
+                    // Holding the lock, the previous batch has answered; ours is queued or done.
+                    let batch: Vec<_> = {
+                        let mut waiting = self.lock_waiting();
+                        let take = waiting.len().min(BATCH_MAX);
+                        waiting.drain(..take).collect()
+                    };
+                    if batch.is_empty() {
+                        continue;
+                    }
+                    // Spawned, so a caller that goes away (a closed connection drops its
+                    // future) cannot abandon the records of the others in its batch.
+                    let pool = pool.clone();
+                    tokio::spawn(async move {
+                        write_batch(&pool, dialect, batch).await;
+                        drop(guard);
+                    });
+                }
+            }
+        }
+    }
+
+    fn lock_waiting(&self) -> std::sync::MutexGuard<'_, Vec<(Prepared, Reply)>> {
+        // A panic while holding this lock cannot leave the Vec half-updated.
+        self.waiting
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// Appends `batch` in one transaction; if that fails, each record alone, so every caller gets
+/// its own outcome.
+async fn write_batch(pool: &AnyPool, dialect: Dialect, batch: Vec<(Prepared, Reply)>) {
+    let (records, replies): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
+    if records.len() > 1 {
+        match append_all(pool, dialect, &records).await {
+            Ok(stored) => {
+                for (reply, record) in replies.into_iter().zip(stored) {
+                    let _ = reply.send(Ok(record));
+                }
+                return;
+            }
+            Err(error) => {
+                tracing::warn!(%error, records = records.len(), "evidence batch failed; appending one by one");
+            }
+        }
+    }
+    for (record, reply) in records.into_iter().zip(replies) {
+        let outcome = append_all(pool, dialect, std::slice::from_ref(&record)).await;
+        let _ = reply.send(outcome.and_then(|mut stored| {
+            stored
+                .pop()
+                .ok_or_else(|| StoreError::Corrupt("append returned no record".into()))
+        }));
+    }
+}
+
+/// Reads and checks the head, links `records` after it, advances the head, commits.
+async fn append_all(
+    pool: &AnyPool,
+    dialect: Dialect,
+    records: &[Prepared],
+) -> Result<Vec<EvidenceRecord>, StoreError> {
+    let mut tx = pool.begin_with(dialect.begin_chain_write()).await?;
+    let (head_seq, head_hash): (i64, String) = sqlx::query_as(dialect.select_chain_head())
+        .fetch_one(&mut *tx)
+        .await?;
+    // Pair the head row with the chain itself: the head must name the last record.
+    if head_seq > 0 {
+        let (last_hash,): (String,) = sqlx::query_as("SELECT hash FROM evidence WHERE seq = $1")
+            .bind(head_seq)
+            .fetch_optional(&mut *tx)
+            .await?
+            .ok_or_else(|| {
+                StoreError::Corrupt(format!("evidence head names missing seq {head_seq}"))
+            })?;
+        if last_hash != head_hash {
+            return Err(StoreError::Corrupt(format!(
+                "evidence head disagrees with record {head_seq}"
+            )));
+        }
+    }
+    let mut stored = Vec::with_capacity(records.len());
+    let (mut seq, mut prev_hash) = (head_seq, head_hash);
+    for record in records {
+        seq = seq
+            .checked_add(1)
+            .ok_or(StoreError::OutOfRange { field: "seq" })?;
+        let hash = record_hash(
+            &prev_hash,
+            seq,
+            u64::try_from(record.created_at_ms).map_err(|_| StoreError::OutOfRange {
+                field: "created_at_ms",
+            })?,
+            &record.kind,
+            record.gate.as_deref(),
+            record.fingerprint.as_deref(),
+            &record.decision,
+            &record.request_id,
+            &record.body,
+        );
+        sqlx::query(
+            "INSERT INTO evidence (seq, created_at_ms, kind, gate, fingerprint, decision, \
+             request_id, body, prev_hash, hash) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+        )
+        .bind(seq)
+        .bind(record.created_at_ms)
+        .bind(record.kind.as_str())
+        .bind(record.gate.as_deref())
+        .bind(record.fingerprint.as_deref())
+        .bind(record.decision.as_str())
+        .bind(record.request_id.as_str())
+        .bind(record.body.as_str())
+        .bind(prev_hash.as_str())
+        .bind(hash.as_str())
+        .execute(&mut *tx)
+        .await?;
+        let row = EvidenceRow {
+            seq,
+            created_at_ms: record.created_at_ms,
+            kind: record.kind.clone(),
+            gate: record.gate.clone(),
+            fingerprint: record.fingerprint.clone(),
+            decision: record.decision.clone(),
+            request_id: record.request_id.clone(),
+            body: record.body.clone(),
+            prev_hash: std::mem::replace(&mut prev_hash, hash.clone()),
+            hash,
+        };
+        stored.push(EvidenceRecord::try_from(row)?);
+    }
+    let advanced =
+        sqlx::query("UPDATE evidence_head SET seq = $1, hash = $2 WHERE id = 1 AND seq = $3")
+            .bind(seq)
+            .bind(prev_hash.as_str())
+            .bind(head_seq)
+            .execute(&mut *tx)
+            .await?;
+    if advanced.rows_affected() != 1 {
+        // Unreachable while the head is locked; refuse rather than fork the chain.
+        return Err(StoreError::Corrupt(
+            "evidence head moved during append".into(),
+        ));
+    }
+    tx.commit().await?;
+    debug_assert!(
+        stored
+            .iter()
+            .all(|r| crate::evidence::expected_hash(r) == r.hash),
+        "stored records must verify"
+    );
+    Ok(stored)
+}
