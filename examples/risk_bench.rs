@@ -52,6 +52,7 @@ fn context(events: usize) -> RiskContext {
             payer: Some("0x1111111111111111111111111111111111111111".into()),
             pay_to: "0x2222222222222222222222222222222222222222".into(),
             resource: Some("https://api.example.com/report?q=weather&ref=abc".into()),
+            description: Some("Today's weather report for one city".into()),
             host: Some("api.example.com".into()),
             path: Some("/report".into()),
             query: [("q".into(), "weather".into()), ("ref".into(), "abc".into())].into(),

@@ -644,3 +644,76 @@ async fn a_session_budget_caps_the_buyers_payments() {
     assert_eq!(wrong_asset["isValid"], false, "{wrong_asset}");
     gh.stop().await.unwrap();
 }
+
+/// Two context facts filled on the payment path: the endpoint's usual amount range, learned
+/// from approved payments (per token, only from the third one on), and whether a mandate's
+/// spec matches what the seller describes. Driven through `/verify` with the shipped
+/// `risk-rules/amount.yaml` and a spec rule.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn usual_amounts_and_spec_creep_are_scored_on_the_payment_path() {
+    let upstream = test_upstream::start(Duration::ZERO).await;
+    let db = TestDb::sqlite();
+    let rules = tempfile::tempdir().expect("tempdir");
+    let pack = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("risk-rules/amount.yaml");
+    std::fs::copy(pack, rules.path().join("amount.yaml")).expect("copy the shipped amount rules");
+    std::fs::write(
+        rules.path().join("spec.yaml"),
+        r#"
+- id: test-spec-creep
+  description: the mandate approved something else than the seller describes
+  condition: "mandate != null && mandate.spec_matches != null && !mandate.spec_matches"
+  action: deny
+"#,
+    )
+    .expect("write rules");
+    let gh = start(risk_config(&db.url, &upstream.url, rules.path())).await;
+    let base = format!("http://{}", gh.addr);
+    let paying = |amount: &str| {
+        let mut body = v2_body(&nonce());
+        body["paymentRequirements"]["amount"] = json!(amount);
+        body["paymentPayload"]["accepted"]["amount"] = json!(amount);
+        body["paymentPayload"]["payload"]["authorization"]["value"] = json!(amount);
+        body
+    };
+
+    // Two approved payments teach no range yet: a hundredfold third one is not scored on it.
+    for _ in 0..2 {
+        let (_, answer, _) = verify_with(&base, &paying("10000"), &[]).await;
+        assert_eq!(answer["isValid"], true, "{answer}");
+    }
+    let (_, early, _) = verify_with(&base, &paying("1000000"), &[]).await;
+    assert_eq!(early["isValid"], true, "{early}");
+    // Now three approved payments (10000, 10000, 1000000): usual range 10000..1000000.
+    let (_, inside, _) = verify_with(&base, &paying("1000000"), &[]).await;
+    assert_eq!(inside["isValid"], true, "{inside}");
+    // A decimal-place error against that range: 100 × the usual maximum.
+    let (_, answer, _) = verify_with(&base, &paying("100000000"), &[]).await;
+    assert_eq!(answer["invalidReason"], "risk_denied", "{answer}");
+    let message = answer["invalidMessage"].as_str().unwrap_or_default();
+    assert!(message.contains("ten times"), "{message}");
+    assert!(message.contains("power of ten"), "{message}");
+
+    // Spec creep: the seller describes the resource as "premium"; a mandate for "premium market
+    // data" matches on one word of three and is refused, one for "premium data" is not.
+    let sid = session(&base, PAYER).await;
+    let mut creep = cart_mandate(&format!("cart-{}", uuid::Uuid::new_v4()));
+    creep["contents"]["payment_request"]["details"]["display_items"] =
+        json!([{"label": "premium market data", "amount": {"currency": "USD", "value": "0.01"}}]);
+    let body = with_extension(paying("10000"), json!({"sid": sid, "ap2": creep}));
+    let (_, answer, _) = verify_with(&base, &body, &[]).await;
+    assert_eq!(answer["invalidReason"], "risk_denied", "{answer}");
+    assert!(
+        answer["invalidMessage"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("something else"),
+        "{answer}"
+    );
+    let mut same = cart_mandate(&format!("cart-{}", uuid::Uuid::new_v4()));
+    same["contents"]["payment_request"]["details"]["display_items"] =
+        json!([{"label": "premium data", "amount": {"currency": "USD", "value": "0.01"}}]);
+    let body = with_extension(paying("10000"), json!({"sid": sid, "ap2": same}));
+    let (_, answer, _) = verify_with(&base, &body, &[]).await;
+    assert_eq!(answer["isValid"], true, "{answer}");
+    gh.stop().await.unwrap();
+}

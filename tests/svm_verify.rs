@@ -164,6 +164,7 @@ impl World {
             payer: None,
             pay_to: self.pay_to.to_string(),
             resource: None,
+            description: None,
             max_timeout_secs: 60,
             extra: PaymentExtra {
                 fee_payer: Some(self.fee_payer.pubkey().to_string()),

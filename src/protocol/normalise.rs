@@ -81,6 +81,16 @@ pub fn normalise(req: &FacilitatorRequest) -> Result<Payment, Reason> {
             .and_then(Value::as_str),
     }
     .map(str::to_owned);
+    let description = match version {
+        X402Version::V1 => str_field(requirements, "description"),
+        X402Version::V2 => payload
+            .get("resource")
+            .and_then(|r| r.get("description"))
+            .and_then(Value::as_str),
+    }
+    .map(str::trim)
+    .filter(|d| !d.is_empty())
+    .map(str::to_owned);
 
     let accepted_mismatches = accepted_mismatches(version, payload, requirements, family)?;
 
@@ -111,6 +121,7 @@ pub fn normalise(req: &FacilitatorRequest) -> Result<Payment, Reason> {
         payer,
         pay_to,
         resource,
+        description,
         max_timeout_secs,
         extra,
         accepted_mismatches,

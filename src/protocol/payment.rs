@@ -141,6 +141,9 @@ pub struct Payment {
     pub pay_to: String,
     /// The paid resource URL (v1 `resource`, v2 `resource.url`), when given.
     pub resource: Option<String>,
+    /// What the seller says the resource is (v1 `description`, v2 `resource.description`),
+    /// when given and not empty.
+    pub description: Option<String>,
     /// `maxTimeoutSeconds` from the requirements.
     pub max_timeout_secs: u64,
     /// Typed fields of `requirements.extra` that checks need.

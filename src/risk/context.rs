@@ -43,6 +43,8 @@ pub struct PaymentFacts {
     pub pay_to: String,
     /// The resource URL, when given.
     pub resource: Option<String>,
+    /// What the seller says the resource is (requirements' description), when given.
+    pub description: Option<String>,
     /// The resource's host (lowercase), when the resource is a URL.
     pub host: Option<String>,
     /// The resource's path, when the resource is a URL.
@@ -120,6 +122,38 @@ const PAYING_TOOL_KEYS: [&str; 2] = ["recipient", "to"];
 const PAYING_TOOLS: [&str; 5] = ["pay", "transfer", "purchase", "checkout", "x402"];
 
 impl TraceFacts {
+    /// A copy without the event list (the derived event facts stay): cloning 200 events only
+    /// to drop them was half the cost of scoring. Every field is named, so a new one cannot be
+    /// forgotten here.
+    pub fn without_events(&self) -> TraceFacts {
+        let TraceFacts {
+            tid,
+            task,
+            parameters,
+            events: _,
+            urls,
+            hosts,
+            urls_from_tool_output_only,
+            event_count,
+            distinct_sources,
+            event_types,
+            beneficiaries,
+        } = self;
+        TraceFacts {
+            tid: tid.clone(),
+            task: task.clone(),
+            parameters: parameters.clone(),
+            events: Vec::new(),
+            urls: urls.clone(),
+            hosts: hosts.clone(),
+            urls_from_tool_output_only: urls_from_tool_output_only.clone(),
+            event_count: *event_count,
+            distinct_sources: *distinct_sources,
+            event_types: event_types.clone(),
+            beneficiaries: beneficiaries.clone(),
+        }
+    }
+
     /// Computes the facts derived from `events` once per payment, so rules test short lists
     /// instead of iterating every event (a CEL loop over a 200-event trace costs more than
     /// the whole rest of the evaluation).

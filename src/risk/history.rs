@@ -76,6 +76,7 @@ pub fn payment_facts(payment: &Payment, gate: Gate) -> PaymentFacts {
         payer: payment.payer.as_deref().map(crate::admin::normalise_pay_to),
         pay_to: payment.pay_to.clone(),
         resource: payment.resource.clone(),
+        description: payment.description.clone(),
         host: parts.as_ref().map(|p| p.0.clone()),
         path: parts.as_ref().map(|p| p.1.clone()),
         query: parts.map(|p| p.2.into_iter().collect()).unwrap_or_default(),
@@ -104,8 +105,16 @@ pub fn history_facts(
     }
 }
 
-/// What the operator configured about the payment's endpoint.
-pub fn endpoint_facts(config: &RiskConfig, payment: &PaymentFacts) -> EndpointFacts {
+/// Approved payments to an endpoint (in one token) before its amounts count as "usual": one
+/// or two payments say little about what the endpoint normally costs.
+pub const USUAL_RANGE_MIN_PAYMENTS: u64 = 3;
+
+/// What the operator configured, and what approved payments taught, about the endpoint.
+pub fn endpoint_facts(
+    config: &RiskConfig,
+    payment: &PaymentFacts,
+    counts: &HistoryCounts,
+) -> EndpointFacts {
     let endpoint = match (&payment.host, &payment.path) {
         (Some(h), Some(p)) => Some(format!("{h}{p}")),
         _ => None,
@@ -127,12 +136,16 @@ pub fn endpoint_facts(config: &RiskConfig, payment: &PaymentFacts) -> EndpointFa
         })
         .unwrap_or_default();
     let pay_to_known = known_wallets.is_empty() || known_wallets.contains(&payment.pay_to);
+    let usual = counts
+        .endpoint_asset_range
+        .as_ref()
+        .filter(|_| counts.endpoint_asset_payments >= USUAL_RANGE_MIN_PAYMENTS);
     EndpointFacts {
         requires_trace,
         known_wallets,
         pay_to_known,
-        usual_min: None,
-        usual_max: None,
+        usual_min: usual.map(|(min, _)| min.clone()),
+        usual_max: usual.map(|(_, max)| max.clone()),
     }
 }
 

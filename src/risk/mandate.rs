@@ -275,8 +275,39 @@ pub struct PaymentView<'a> {
     pub decimals: Option<u8>,
     /// The session's agent, when a session was named.
     pub agent: Option<&'a str>,
+    /// What the seller says the resource is (requirements' description), when given.
+    pub description: Option<&'a str>,
     /// Now, unix ms.
     pub now_ms: u64,
+}
+
+/// Words too common to say what a product is.
+const SPEC_STOPWORDS: [&str; 16] = [
+    "the", "and", "for", "with", "from", "this", "that", "one", "per", "your", "our", "any", "all",
+    "its", "are", "was",
+];
+
+/// The words that say what a spec or description is about: lowercase alphanumeric runs of
+/// three or more characters, stopwords dropped.
+fn spec_words(text: &str) -> std::collections::BTreeSet<String> {
+    text.split(|c: char| !c.is_alphanumeric())
+        .filter(|w| w.chars().count() >= 3)
+        .map(str::to_lowercase)
+        .filter(|w| !SPEC_STOPWORDS.contains(&w.as_str()))
+        .collect()
+}
+
+/// Whether what the seller describes is what the mandate approved: at least half of the
+/// spec's words appear in the description. Deliberately a plain word match, so an operator can
+/// predict it; a spec with no telling words matches anything.
+pub fn spec_matches(spec: &str, described: &str) -> bool {
+    let wanted = spec_words(spec);
+    if wanted.is_empty() {
+        return true;
+    }
+    let offered = spec_words(described);
+    let found = wanted.iter().filter(|w| offered.contains(*w)).count();
+    found * 2 >= wanted.len()
 }
 
 /// A parsed mandate, before the store checks (replay, budget).
@@ -621,6 +652,11 @@ pub fn evaluate(input: &MandateInput, pay: &PaymentView<'_>, keys: &MandateKeys)
     };
     facts.signature = signature.label().into();
     facts.spec = (!spec.is_empty()).then(|| spec.join("; "));
+    facts.spec_matches = facts
+        .spec
+        .as_deref()
+        .zip(pay.description)
+        .map(|(spec, described)| spec_matches(spec, described));
     if facts.id.is_empty() && problems.is_empty() {
         problems.push("the mandate has no id".into());
     }
@@ -647,8 +683,19 @@ mod tests {
             amount: U256::from(amount),
             decimals: Some(6),
             agent: Some("did:example:agent"),
+            description: None,
             now_ms: 1_795_296_860_000,
         }
+    }
+
+    #[test]
+    fn spec_matches_by_the_words_of_the_spec() {
+        let spec = "weather report, Paris, today";
+        assert!(spec_matches(spec, "Today's weather report for one city"));
+        assert!(spec_matches(spec, "Paris weather"));
+        assert!(!spec_matches(spec, "Premium annual weather subscription"));
+        assert!(!spec_matches(spec, "Stock quotes"));
+        assert!(spec_matches("the one", "anything at all"));
     }
 
     fn b64(bytes: &[u8]) -> String {

@@ -386,6 +386,7 @@ impl RiskService {
                     amount,
                     decimals: payment.decimals,
                     agent: session.as_ref().map(|s| s.agent_id.as_str()),
+                    description: payment.description.as_deref(),
                     now_ms,
                 };
                 let mut parsed = mandate::evaluate(input, &view, &self.keys);
@@ -429,6 +430,7 @@ impl RiskService {
                 pay_to: payment.pay_to.clone(),
                 resource: payment.resource.clone(),
                 endpoint: endpoint.clone(),
+                asset: payment.asset.clone(),
                 fingerprint: fingerprint.to_owned(),
                 now_ms,
             })
@@ -444,7 +446,7 @@ impl RiskService {
         }
         let context = RiskContext {
             history: history::history_facts(&counts, endpoint.is_some(), disputes_upheld),
-            endpoint: history::endpoint_facts(&self.config, &payment),
+            endpoint: history::endpoint_facts(&self.config, &payment, &counts),
             payment,
             session,
             trace,
@@ -722,6 +724,7 @@ impl RiskService {
                         resource: payment.resource.clone(),
                         endpoint: history::endpoint_key(payment.resource.as_deref()),
                         amount: payment.amount.to_string(),
+                        asset: payment.asset.clone(),
                         created_at_ms: now_ms,
                     })
                     .await?;

@@ -220,6 +220,7 @@ fn evaluate_payment(payment: &Value) -> Result<(PaymentFacts, String), ApiError>
             .or_else(|| text("maxAmountRequired"))
             .unwrap_or_else(|| "0".into()),
         payer: text("payer").or_else(|| text("from")),
+        description: text("description"),
         pay_to: text("payTo")
             .map(|p| crate::admin::normalise_pay_to(&p))
             .unwrap_or_default(),

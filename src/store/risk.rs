@@ -55,6 +55,8 @@ pub struct RiskPaymentRow {
     pub endpoint: Option<String>,
     /// Atomic amount, decimal.
     pub amount: String,
+    /// The token (address or mint).
+    pub asset: String,
     /// When, unix ms.
     pub created_at_ms: u64,
 }
@@ -70,6 +72,8 @@ pub struct HistoryQuery {
     pub resource: Option<String>,
     /// Host + path.
     pub endpoint: Option<String>,
+    /// The payment's token: the usual amount range is per endpoint and token.
+    pub asset: String,
     /// The payment itself, never counted.
     pub fingerprint: String,
     /// Now, unix ms.
@@ -91,6 +95,11 @@ pub struct HistoryCounts {
     pub endpoint_seen: u64,
     /// Free (amount 0) payments by this payer to this endpoint.
     pub free_to_endpoint: u64,
+    /// Approved payments to this endpoint in this token (the last [`USUAL_RANGE_WINDOW`]),
+    /// and their smallest and largest amounts (atomic units).
+    pub endpoint_asset_payments: u64,
+    /// See `endpoint_asset_payments`.
+    pub endpoint_asset_range: Option<(String, String)>,
 }
 
 /// A review hold's state.
@@ -300,6 +309,11 @@ struct SessionSqlRow {
 
 const HOUR_MS: u64 = 3_600_000;
 const FIVE_MIN_MS: u64 = 300_000;
+/// Where history counts stop: the rules compare them with small numbers, and counting a
+/// payment loop's thousands of rows on every verify would make each verify slower than the last.
+pub const HISTORY_COUNT_CAP: i64 = 500;
+/// How many of an endpoint's most recent approved payments make its usual amount range.
+pub const USUAL_RANGE_WINDOW: i64 = 50;
 
 // === impl RiskStore for SqlStore ===
 
@@ -468,7 +482,7 @@ impl RiskStore for SqlStore {
     async fn record_risk_payment(&self, row: &RiskPaymentRow) -> Result<(), StoreError> {
         sqlx::query(
             "INSERT INTO risk_payments (fingerprint, payer, pay_to, resource, endpoint, amount, \
-             created_at_ms) VALUES ($1, $2, $3, $4, $5, $6, $7) \
+             created_at_ms, asset) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
              ON CONFLICT (fingerprint) DO NOTHING",
         )
         .bind(row.fingerprint.as_str())
@@ -478,6 +492,7 @@ impl RiskStore for SqlStore {
         .bind(row.endpoint.as_deref())
         .bind(row.amount.as_str())
         .bind(db_ms(row.created_at_ms, "created_at_ms")?)
+        .bind(row.asset.as_str())
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -485,65 +500,71 @@ impl RiskStore for SqlStore {
 
     async fn risk_history(&self, q: &HistoryQuery) -> Result<HistoryCounts, StoreError> {
         let now = db_ms(q.now_ms, "now_ms")?;
-        let mut counts = HistoryCounts::default();
-        let count = |n: i64| u64::try_from(n).unwrap_or(0);
-        if let Some(endpoint) = &q.endpoint {
-            let (n,): (i64,) = sqlx::query_as(
-                "SELECT COUNT(*) FROM risk_payments WHERE endpoint = $1 AND fingerprint <> $2",
-            )
-            .bind(endpoint.as_str())
-            .bind(q.fingerprint.as_str())
-            .fetch_one(&self.pool)
-            .await?;
-            counts.endpoint_seen = count(n);
-        }
-        let Some(payer) = &q.payer else {
-            return Ok(counts);
-        };
         let hour = now.saturating_sub(HOUR_MS as i64);
         let day = now.saturating_sub(24 * HOUR_MS as i64);
         let five = now.saturating_sub(FIVE_MIN_MS as i64);
-        let (h, d, p): (i64, i64, i64) = sqlx::query_as(
+        // One round trip; every count stops at HISTORY_COUNT_CAP, so a payer or endpoint with
+        // a long history costs no more than one with a short one. A NULL payer, resource or
+        // endpoint matches nothing, which is the count wanted then.
+        let (h, d, p, r, e, f): (i64, i64, i64, i64, i64, i64) = sqlx::query_as(
             "SELECT \
-               CAST(COALESCE(SUM(CASE WHEN created_at_ms >= $3 THEN 1 ELSE 0 END), 0) AS BIGINT), \
-               CAST(COALESCE(SUM(CASE WHEN created_at_ms >= $4 THEN 1 ELSE 0 END), 0) AS BIGINT), \
-               CAST(COALESCE(SUM(CASE WHEN pay_to = $5 THEN 1 ELSE 0 END), 0) AS BIGINT) \
-             FROM risk_payments WHERE payer = $1 AND fingerprint <> $2",
+               (SELECT COUNT(*) FROM (SELECT 1 FROM risk_payments WHERE payer = $1 \
+                  AND fingerprint <> $2 AND created_at_ms >= $3 LIMIT $9) AS h), \
+               (SELECT COUNT(*) FROM (SELECT 1 FROM risk_payments WHERE payer = $1 \
+                  AND fingerprint <> $2 AND created_at_ms >= $4 LIMIT $9) AS d), \
+               (SELECT COUNT(*) FROM (SELECT 1 FROM risk_payments WHERE payer = $1 \
+                  AND fingerprint <> $2 AND pay_to = $6 LIMIT $9) AS p), \
+               (SELECT COUNT(*) FROM (SELECT 1 FROM risk_payments WHERE payer = $1 \
+                  AND fingerprint <> $2 AND resource = $7 AND created_at_ms >= $5 LIMIT $9) AS r), \
+               (SELECT COUNT(*) FROM (SELECT 1 FROM risk_payments WHERE endpoint = $8 \
+                  AND fingerprint <> $2 LIMIT 1) AS e), \
+               (SELECT COUNT(*) FROM (SELECT 1 FROM risk_payments WHERE payer = $1 \
+                  AND fingerprint <> $2 AND endpoint = $8 AND amount = '0' LIMIT $9) AS f)",
         )
-        .bind(payer.as_str())
+        .bind(q.payer.as_deref())
         .bind(q.fingerprint.as_str())
         .bind(hour)
         .bind(day)
+        .bind(five)
         .bind(q.pay_to.as_str())
+        .bind(q.resource.as_deref())
+        .bind(q.endpoint.as_deref())
+        .bind(HISTORY_COUNT_CAP)
         .fetch_one(&self.pool)
         .await?;
-        counts.payer_1h = count(h);
-        counts.payer_24h = count(d);
-        counts.to_payee = count(p);
-        if let Some(resource) = &q.resource {
-            let (n,): (i64,) = sqlx::query_as(
-                "SELECT COUNT(*) FROM risk_payments WHERE payer = $1 AND fingerprint <> $2 \
-                 AND resource = $3 AND created_at_ms >= $4",
-            )
-            .bind(payer.as_str())
-            .bind(q.fingerprint.as_str())
-            .bind(resource.as_str())
-            .bind(five)
-            .fetch_one(&self.pool)
-            .await?;
-            counts.same_resource_5m = count(n);
-        }
+        let count = |n: i64| u64::try_from(n).unwrap_or(0);
+        let mut counts = HistoryCounts {
+            payer_1h: count(h),
+            payer_24h: count(d),
+            same_resource_5m: count(r),
+            to_payee: count(p),
+            endpoint_seen: count(e),
+            free_to_endpoint: count(f),
+            ..HistoryCounts::default()
+        };
         if let Some(endpoint) = &q.endpoint {
-            let (n,): (i64,) = sqlx::query_as(
-                "SELECT COUNT(*) FROM risk_payments WHERE payer = $1 AND fingerprint <> $2 \
-                 AND endpoint = $3 AND amount = '0'",
+            // The usual range is that of the most recent approved payments (index order), in
+            // this token: bounded work, and it follows a price change.
+            let amounts: Vec<(String,)> = sqlx::query_as(
+                "SELECT amount FROM risk_payments WHERE endpoint = $1 AND asset = $2 \
+                 AND fingerprint <> $3 ORDER BY created_at_ms DESC LIMIT $4",
             )
-            .bind(payer.as_str())
-            .bind(q.fingerprint.as_str())
             .bind(endpoint.as_str())
-            .fetch_one(&self.pool)
+            .bind(q.asset.as_str())
+            .bind(q.fingerprint.as_str())
+            .bind(USUAL_RANGE_WINDOW)
+            .fetch_all(&self.pool)
             .await?;
-            counts.free_to_endpoint = count(n);
+            let parsed: Vec<alloy::primitives::U256> = amounts
+                .iter()
+                .filter_map(|(a,)| alloy::primitives::U256::from_str_radix(a, 10).ok())
+                .collect();
+            counts.endpoint_asset_payments = parsed.len() as u64;
+            counts.endpoint_asset_range = parsed
+                .iter()
+                .min()
+                .zip(parsed.iter().max())
+                .map(|(min, max)| (min.to_string(), max.to_string()));
         }
         Ok(counts)
     }

@@ -398,6 +398,7 @@ impl Pay {
             payer: Some(format!("{:#x}", self.from)),
             pay_to: format!("{:#x}", self.pay_to),
             resource: Some("https://seller.example/resource".into()),
+            description: None,
             max_timeout_secs: MAX_TIMEOUT,
             extra: PaymentExtra {
                 eip712_name: Some(self.extra_name.clone()),
