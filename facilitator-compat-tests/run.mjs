@@ -24,6 +24,8 @@ const HERE = path.dirname(fileURLToPath(import.meta.url));
 const REPO = path.resolve(HERE, "..");
 const RUN_DIR = path.join(HERE, ".run");
 const PY = path.join(HERE, ".venv", "bin", "python");
+// x402-secure signs with the legacy x402 1.x Python API, which x402 2.x removed: its own venv.
+const PY_SECURE = path.join(HERE, ".venv-secure", "bin", "python");
 const MULTICALL3 = "0xcA11bde05977b3631167028862bE2a173976CA11";
 const AMOUNT = 10_000n; // 0.01 of a 6-decimals token
 const TOKEN_NAME = "USDC";
@@ -42,6 +44,10 @@ const LOCAL_SIGNER_ENV = "GATEHOUSE_COMPAT_SIGNER_KEY";
 // Gatehouse's per-request cap in the policy scenario: below the 10000 price, so every payment is
 // refused by policy after the chain check and before anything is forwarded.
 const POLICY_MAX_PER_REQUEST = "1";
+// The risk path marks every seller's endpoint as requiring an agent trace (`require_trace` is
+// keyed by host + path; the sellers all serve 127.0.0.1/paid), so a payment without a trace is
+// denied by the default pack's `trace-required-missing`.
+const RISK_REQUIRE_TRACE = "127.0.0.1/paid";
 
 // ---------------------------------------------------------------------------------------------
 // Process management: everything we start is tracked and killed on every exit path.
@@ -215,12 +221,22 @@ const SELLERS = [
   { id: "v2-express", pkg: "@x402/express", versions: [2], cmd: () => ["node", ["sellers/v2-express.mjs"]] },
   { id: "v1-express", pkg: "x402-express", versions: [1], cmd: () => ["node", ["sellers/v1-express.mjs"]] },
   { id: "py-fastapi", pkg: "x402 (python, FastAPI)", versions: [2], cmd: () => [PY, ["sellers/py_fastapi.py"]] },
+  // t54's x402-secure: its seller and buyer need a risk API (an "agent gateway"), so they run
+  // only on the risk path, and only with each other (family "secure").
+  { id: "py-secure", pkg: "x402-secure SellerClient (python)", family: "secure", versions: [1], cmd: () => [PY_SECURE, ["sellers/py_secure.py"]] },
 ];
 const BUYERS = [
   { id: "v2-fetch", pkg: "@x402/fetch", versions: [1, 2], cmd: () => ["node", ["buyers/v2-fetch.mjs"]] },
   { id: "v1-fetch", pkg: "x402-fetch", versions: [1], cmd: () => ["node", ["buyers/v1-fetch.mjs"]] },
   { id: "py-httpx", pkg: "x402 (python, httpx)", versions: [1, 2], cmd: () => [PY, ["buyers/py_httpx.py"]] },
+  { id: "py-secure", pkg: "x402-secure BuyerClient (python)", family: "secure", versions: [1], cmd: () => [PY_SECURE, ["buyers/py_secure.py"]] },
 ];
+
+const family = (x) => x.family || "plain";
+/** Whether a seller and a buyer can trade: same family and a common x402 version. */
+function compatible(seller, buyer) {
+  return family(seller) === family(buyer) && seller.versions.some((v) => buyer.versions.includes(v));
+}
 
 // ---------------------------------------------------------------------------------------------
 // Evidence (Gatehouse's SQLite `evidence` table), read with python3's sqlite3.
@@ -229,11 +245,26 @@ function evidenceSince(dbPath, seq) {
   const code = `
 import json, sqlite3, sys
 con = sqlite3.connect(sys.argv[1])
-rows = con.execute("select seq, kind, decision, fingerprint from evidence where seq > ? order by seq", (int(sys.argv[2]),)).fetchall()
-print(json.dumps([[r[0], str(r[1]), str(r[2]), str(r[3])] for r in rows]))
+rows = con.execute("select seq, kind, decision, fingerprint, body from evidence where seq > ? order by seq", (int(sys.argv[2]),)).fetchall()
+print(json.dumps([[r[0], str(r[1]), str(r[2]), str(r[3]), str(r[4])] for r in rows]))
 `;
   const out = execFileSync("python3", ["-c", code, dbPath, String(seq)], { encoding: "utf8", timeout: 20_000 });
-  return JSON.parse(out).map(([s, kind, decision, fingerprint]) => ({ seq: s, kind, decision, fingerprint }));
+  return JSON.parse(out).map(([s, kind, decision, fingerprint, body]) => ({ seq: s, kind, decision, fingerprint, body }));
+}
+
+/** The risk part of an evidence record's body (`{context, assessment, ...}`), or null. */
+function riskOf(ev) {
+  try {
+    return JSON.parse(ev.body).risk || null;
+  } catch {
+    return null;
+  }
+}
+
+/** Whether an evidence record shows the enforce rule `id` fired. */
+function ruleFired(ev, id) {
+  const contributions = riskOf(ev)?.assessment?.contributions || [];
+  return contributions.some((c) => c.rule === id && c.fired === true && c.mode === "enforce");
 }
 
 function maxEvidenceSeq(dbPath) {
@@ -245,6 +276,7 @@ function maxEvidenceSeq(dbPath) {
 // Scenario checks. Each returns a list of failure strings (empty = pass).
 
 const TX = /^0x[0-9a-fA-F]{64}$/;
+const ALL = ["paid", "refused", "replay"];
 
 async function upstreamCalls(refUrl) {
   const r = await fetch(`${refUrl}/__calls`, { signal: AbortSignal.timeout(5000) });
@@ -257,7 +289,7 @@ function protocolVersion(seller, buyer) {
 }
 
 async function scenario(kind, ctx, seller, buyer) {
-  const { chain, refUrl, sellerUrl, gatehouseDb, localSigner } = ctx;
+  const { chain, refUrl, sellerUrl, gatehouseDb, gatehouseUrl, localSigner } = ctx;
   const fails = [];
   const buyerKey = kind === "refused" ? generatePrivateKey() : KEYS.buyer;
   const buyerAddr = privateKeyToAccount(buyerKey).address;
@@ -275,7 +307,10 @@ async function scenario(kind, ctx, seller, buyer) {
     BUYER_PRIVATE_KEY: buyerKey,
     ASSET: chain.asset,
     AMOUNT: String(AMOUNT),
-    MODE: kind === "replay" ? "replay" : "pay",
+    MODE: kind === "replay" || kind === "risk" ? kind : "pay",
+    // x402-secure's buyer talks to Gatehouse's risk API itself and names the payee in its trace.
+    GATEHOUSE_URL: gatehouseUrl || "",
+    PAY_TO: payTo,
   });
   await sleep(300);
   const after = { buyer: await chain.balanceOf(buyerAddr), payTo: await chain.balanceOf(payTo) };
@@ -324,6 +359,14 @@ async function scenario(kind, ctx, seller, buyer) {
       detail.evidence = ev.map((e) => `${e.kind}:${e.decision}`).join(",");
       if (!ev.some((e) => /verify/i.test(e.kind))) fails.push(`no verify evidence (got ${detail.evidence || "none"})`);
       if (!ev.some((e) => /settle/i.test(e.kind))) fails.push(`no settle evidence (got ${detail.evidence || "none"})`);
+      // x402-secure: Gatehouse scored the payment with the buyer's own session and trace.
+      if (res.sid) {
+        const scored = ev.filter((e) => /verify/i.test(e.kind)).map((e) => riskOf(e)?.context);
+        if (!scored.some((c) => c?.session?.sid === res.sid && c?.trace?.tid === res.tid))
+          fails.push(
+            `no verify evidence scored the buyer's session ${res.sid} and trace ${res.tid} (scored: ${JSON.stringify(scored.map((c) => ({ sid: c?.session?.sid ?? null, tid: c?.trace?.tid ?? null })))})`,
+          );
+      }
     }
   } else {
     if (res.status !== 402) fails.push(`status ${res.status}, want 402`);
@@ -336,6 +379,11 @@ async function scenario(kind, ctx, seller, buyer) {
       const want = protocolVersion(seller, buyer) === 1 ? "invalid_payment" : "policy_max_per_request";
       if (res.reason !== want) fails.push(`reason ${JSON.stringify(res.reason)}, want ${want}`);
     }
+    if (kind === "risk") {
+      // Gatehouse's risk code on the v2 wire; the v1 wire has no risk codes.
+      const want = protocolVersion(seller, buyer) === 1 ? "invalid_payment" : "risk_denied";
+      if (res.reason !== want) fails.push(`reason ${JSON.stringify(res.reason)}, want ${want}`);
+    }
     if (res.settle && res.settle.success) fails.push("refused payment reported success");
     if (after.payTo !== before.payTo || after.buyer !== before.buyer) fails.push("token balance moved");
     if (settles.length) fails.push(`upstream /settle was called ${settles.length}x`);
@@ -343,6 +391,9 @@ async function scenario(kind, ctx, seller, buyer) {
       const ev = evidenceSince(gatehouseDb, evBefore);
       detail.evidence = ev.map((e) => `${e.kind}:${e.decision}`).join(",");
       if (!ev.length) fails.push("no evidence recorded for the refusal");
+      // The refusal must be the risk rule's: the evidence shows it fired.
+      const rule = kind === "risk" ? (family(buyer) === "secure" ? "tool-call-beneficiary-differs" : "trace-required-missing") : null;
+      if (rule && !ev.some((e) => ruleFired(e, rule))) fails.push(`no evidence shows the rule ${rule} fired`);
     }
   }
   return { kind, fails, detail };
@@ -370,7 +421,8 @@ async function startSeller(seller, facilitatorUrl, asset) {
 /**
  * Starts one Gatehouse instance named `name` (its files in .run/<name>/). `opts.local` switches
  * eip155:84532 to local settlement from KEYS.localSigner; `opts.policyMax` sets
- * `[policy.global] max_per_request`.
+ * `[policy.global] max_per_request`; `opts.risk` scores payments with the repository's default
+ * risk pack (risk-rules/) and requires a trace on the sellers' endpoint.
  */
 async function startGatehouse(name, bin, upstreamUrl, rpcUrl, asset, opts = {}) {
   const port = await freePort();
@@ -396,6 +448,9 @@ async function startGatehouse(name, bin, upstreamUrl, rpcUrl, asset, opts = {}) 
       `version = "${TOKEN_VERSION}"`,
       "decimals = 6",
       ...(opts.policyMax ? ["[policy.global]", `max_per_request = "${opts.policyMax}"`] : []),
+      ...(opts.risk
+        ? ["[risk]", `rules_dir = "${path.join(REPO, "risk-rules")}"`, "reload_secs = 0", `require_trace = ["${RISK_REQUIRE_TRACE}"]`]
+        : []),
       "",
     ].join("\n"),
   );
@@ -416,14 +471,18 @@ function versions() {
       v[p] = "?";
     }
   }
-  for (const p of ["x402", "fastapi", "httpx", "uvicorn"]) {
+  const pyVersions = [
+    [PY, "", ["x402", "fastapi", "httpx", "uvicorn"]],
+    [PY_SECURE, ", .venv-secure", ["x402-secure", "x402", "opentelemetry-sdk", "fastapi", "httpx", "uvicorn"]],
+  ];
+  for (const [py, where, pkgs] of pyVersions) for (const p of pkgs) {
     try {
-      v[`${p} (PyPI)`] = execFileSync(PY, ["-c", `import importlib.metadata as m; print(m.version("${p}"))`], {
+      v[`${p} (PyPI${where})`] = execFileSync(py, ["-c", `import importlib.metadata as m; print(m.version("${p}"))`], {
         encoding: "utf8",
         timeout: 20_000,
       }).trim();
     } catch {
-      v[`${p} (PyPI)`] = "?";
+      v[`${p} (PyPI${where})`] = "?";
     }
   }
   return v;
@@ -443,22 +502,29 @@ function writeResults(rows, vers, anvilVersion, gatehouseNote) {
     "reason the SDK parses, nothing moves, upstream `/settle` never called); **replay** (the identical paid",
     "request re-sent after a lost response does not pay twice); **policy** (a funded buyer over Gatehouse's",
     "`max_per_request` gets a 402 whose SDK-parsed reason is `policy_max_per_request`, or `invalid_payment`",
-    "on the v1 wire; nothing moves, upstream `/settle` never called, evidence recorded).",
+    "on the v1 wire; nothing moves, upstream `/settle` never called, evidence recorded); **risk** (a funded",
+    "buyer refused by Gatehouse's default risk pack gets a 402 whose SDK-parsed reason is `risk_denied`, or",
+    "`invalid_payment` on the v1 wire; nothing moves, upstream `/settle` never called, the evidence names the",
+    "rule: `trace-required-missing` for the unmodified SDKs, which send no trace, and",
+    "`tool-call-beneficiary-differs` for x402-secure, whose trace names another payee).",
     "",
     "Paths: `direct` = sellers → reference facilitator; `gatehouse` = sellers → Gatehouse → reference",
     "facilitator; `gatehouse-local` = sellers → Gatehouse settling itself with `settlement = \"local\"` (its",
     "upstream URL is a closed port; its own signer must send exactly the one settlement transaction);",
-    "`gatehouse-policy` = sellers → Gatehouse with the policy cap → reference facilitator.",
+    "`gatehouse-policy` = sellers → Gatehouse with the policy cap → reference facilitator; `gatehouse-risk` =",
+    "sellers → Gatehouse with `[risk]` (the repository's risk-rules/, a trace required on the sellers'",
+    "endpoint) → reference facilitator. x402-secure runs only there (it needs Gatehouse's risk API), its",
+    "paid scenario also requiring verify evidence that names its risk session and trace.",
     "",
-    "| path | seller | buyer | paid | refused | replay | policy | row |",
-    "|---|---|---|---|---|---|---|---|",
+    "| path | seller | buyer | paid | refused | replay | policy | risk | row |",
+    "|---|---|---|---|---|---|---|---|---|",
   ];
   for (const r of rows) {
     if (r.skipped) {
-      lines.push(`| ${r.mode} | ${r.seller.pkg} | ${r.buyer.pkg} | – | – | – | – | ${r.skipped} |`);
+      lines.push(`| ${r.mode} | ${r.seller.pkg} | ${r.buyer.pkg} | – | – | – | – | – | ${r.skipped} |`);
       continue;
     }
-    const marks = ["paid", "refused", "replay", "policy"].map((k) => mark(r.scenarios.find((s) => s.kind === k)));
+    const marks = ["paid", "refused", "replay", "policy", "risk"].map((k) => mark(r.scenarios.find((s) => s.kind === k)));
     lines.push(`| ${r.mode} | ${r.seller.pkg} | ${r.buyer.pkg} | ${marks.join(" | ")} | ${r.ok ? "PASS" : "FAIL"} |`);
   }
   const failures = rows.filter((r) => !r.skipped && !r.ok);
@@ -473,15 +539,20 @@ function writeResults(rows, vers, anvilVersion, gatehouseNote) {
   lines.push(`| anvil | ${anvilVersion} |`, `| node | ${process.version} |`, "");
   lines.push(
     "Pairs not listed are incompatible by design: the legacy `x402-fetch` only reads the v1 JSON 402 body,",
-    "so it cannot pay the v2 sellers.",
+    "so it cannot pay the v2 sellers. x402-secure's seller and buyer need an agent gateway's risk API",
+    "(`/risk/session`, `/risk/trace`, `/x402/verify`, `/x402/settle`), so they run only on `gatehouse-risk`,",
+    "and only with each other.",
     "",
   );
   fs.writeFileSync(path.join(HERE, "RESULTS.md"), lines.join("\n"));
 }
 
-async function runMode(mode, facilitatorUrl, ctxBase, rows, filter, kinds = ["paid", "refused", "replay"]) {
+/** Runs every compatible pair of the families in `kindsByFamily` ({family: scenario kinds}). */
+async function runMode(mode, facilitatorUrl, ctxBase, rows, filter, kindsByFamily) {
   for (const seller of SELLERS) {
-    const pairs = BUYERS.filter((b) => seller.versions.some((v) => b.versions.includes(v)) && filter(seller, b));
+    const kinds = kindsByFamily[family(seller)];
+    if (!kinds) continue;
+    const pairs = BUYERS.filter((b) => compatible(seller, b) && filter(seller, b));
     if (!pairs.length) continue;
     let s;
     try {
@@ -540,19 +611,22 @@ async function main() {
   await waitHttp(`${refUrl}/supported`, ref, 60_000);
 
   const rows = [];
-  await runMode("direct", refUrl, { chain, refUrl, gatehouseDb: null }, rows, filter);
+  await runMode("direct", refUrl, { chain, refUrl, gatehouseDb: null }, rows, filter, { plain: ALL });
 
   let gatehouseNote;
   const bin = process.env.GATEHOUSE_BIN;
   // Each Gatehouse path: its mode name, its instance options, the scenarios it runs.
   const closedPort = await freePort(); // nothing listens here: the local path has no upstream
   const paths = [
-    { mode: "gatehouse", upstream: refUrl, opts: {}, kinds: ["paid", "refused", "replay"] },
-    { mode: "gatehouse-local", upstream: `http://127.0.0.1:${closedPort}`, opts: { local: true }, kinds: ["paid", "refused", "replay"] },
-    { mode: "gatehouse-policy", upstream: refUrl, opts: { policyMax: POLICY_MAX_PER_REQUEST }, kinds: ["policy"] },
+    { mode: "gatehouse", upstream: refUrl, opts: {}, kinds: { plain: ALL } },
+    { mode: "gatehouse-local", upstream: `http://127.0.0.1:${closedPort}`, opts: { local: true }, kinds: { plain: ALL } },
+    { mode: "gatehouse-policy", upstream: refUrl, opts: { policyMax: POLICY_MAX_PER_REQUEST }, kinds: { plain: ["policy"] } },
+    // The default risk pack with traces required: the unmodified SDKs (no trace) are refused;
+    // x402-secure (session + trace) pays, and is refused when its trace shows tampering.
+    { mode: "gatehouse-risk", upstream: refUrl, opts: { risk: true }, kinds: { plain: ["risk"], secure: [...ALL, "risk"] } },
   ];
   if (bin) {
-    gatehouseNote = `\`${path.basename(bin)}\`; \`gatehouse\` forwards to the reference facilitator, \`gatehouse-local\` settles itself (no upstream), \`gatehouse-policy\` forwards with \`max_per_request = "${POLICY_MAX_PER_REQUEST}"\``;
+    gatehouseNote = `\`${path.basename(bin)}\`; \`gatehouse\` forwards to the reference facilitator, \`gatehouse-local\` settles itself (no upstream), \`gatehouse-policy\` forwards with \`max_per_request = "${POLICY_MAX_PER_REQUEST}"\`, \`gatehouse-risk\` forwards with the default risk pack and \`require_trace = ["${RISK_REQUIRE_TRACE}"]\``;
     const localSigner = privateKeyToAccount(KEYS.localSigner).address;
     for (const p of paths) {
       let gh = null;
@@ -560,9 +634,9 @@ async function main() {
         gh = await startGatehouse(p.mode, bin, p.upstream, rpcUrl, chain.asset, p.opts);
       } catch (e) {
         console.log(`FAIL ${p.mode} did not start: ${e.message}`);
-        rows.push({ mode: p.mode, seller: { id: "-", pkg: "-" }, buyer: { id: "-", pkg: "-" }, ok: false, scenarios: [{ kind: p.kinds[0], fails: [`gatehouse did not start: ${e.message}`], detail: {} }] });
+        rows.push({ mode: p.mode, seller: { id: "-", pkg: "-" }, buyer: { id: "-", pkg: "-" }, ok: false, scenarios: [{ kind: Object.values(p.kinds)[0][0], fails: [`gatehouse did not start: ${e.message}`], detail: {} }] });
       }
-      const ctx = { chain, refUrl, gatehouseDb: gh && gh.db, localSigner: p.opts.local ? localSigner : null };
+      const ctx = { chain, refUrl, gatehouseDb: gh && gh.db, gatehouseUrl: gh && gh.url, localSigner: p.opts.local ? localSigner : null };
       if (gh) await runMode(p.mode, gh.url, ctx, rows, filter, p.kinds);
       stop(gh && gh.child);
     }
@@ -571,7 +645,7 @@ async function main() {
     for (const p of paths)
       for (const seller of SELLERS)
         for (const buyer of BUYERS)
-          if (seller.versions.some((v) => buyer.versions.includes(v)) && filter(seller, buyer))
+          if (p.kinds[family(seller)] && compatible(seller, buyer) && filter(seller, buyer))
             rows.push({ mode: p.mode, seller, buyer, skipped: "not run" });
   }
 
