@@ -13,12 +13,14 @@
 // failure; writes RESULTS.md. Every child listens on 127.0.0.1 and is killed on exit.
 
 import { spawn, execFileSync } from "node:child_process";
+import crypto from "node:crypto";
 import fs from "node:fs";
 import net from "node:net";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { createPublicClient, createWalletClient, defineChain, http } from "viem";
 import { generatePrivateKey, privateKeyToAccount } from "viem/accounts";
+import { getAddressDecoder, getAddressEncoder, getProgramDerivedAddress } from "@solana/kit";
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 const REPO = path.resolve(HERE, "..");
@@ -224,12 +226,15 @@ const SELLERS = [
   // t54's x402-secure: its seller and buyer need a risk API (an "agent gateway"), so they run
   // only on the risk path, and only with each other (family "secure").
   { id: "py-secure", pkg: "x402-secure SellerClient (python)", family: "secure", versions: [1], cmd: () => [PY_SECURE, ["sellers/py_secure.py"]] },
+  // Solana (family "svm"): only on the Solana path, against svm-test-node.
+  { id: "v2-express-svm", pkg: "@x402/express + @x402/svm", family: "svm", versions: [2], cmd: () => ["node", ["sellers/v2-express-svm.mjs"]] },
 ];
 const BUYERS = [
   { id: "v2-fetch", pkg: "@x402/fetch", versions: [1, 2], cmd: () => ["node", ["buyers/v2-fetch.mjs"]] },
   { id: "v1-fetch", pkg: "x402-fetch", versions: [1], cmd: () => ["node", ["buyers/v1-fetch.mjs"]] },
   { id: "py-httpx", pkg: "x402 (python, httpx)", versions: [1, 2], cmd: () => [PY, ["buyers/py_httpx.py"]] },
   { id: "py-secure", pkg: "x402-secure BuyerClient (python)", family: "secure", versions: [1], cmd: () => [PY_SECURE, ["buyers/py_secure.py"]] },
+  { id: "v2-fetch-svm", pkg: "@x402/fetch + @x402/svm", family: "svm", versions: [2], cmd: () => ["node", ["buyers/v2-fetch-svm.mjs"]] },
 ];
 
 const family = (x) => x.family || "plain";
@@ -400,9 +405,189 @@ async function scenario(kind, ctx, seller, buyer) {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Solana: svm-test-node (LiteSVM with the real SPL Token and ATA programs behind JSON-RPC).
+
+const SVM_NETWORK = "solana:EtWTRABZaYq6iMfeYKouRu166VU2xqa1"; // devnet, the SDK's built-in id
+const SVM_MINT = "4zMMC9srt5Ri5X14GAgXhaHii3GnPAEERYPJgZJDncDU"; // @x402/svm's devnet USDC
+const SPL_TOKEN = "TokenkegQfeZyiNwAJbNbGKPFXCWuBvf9Ss623VQ5DA";
+const ATA_PROGRAM = "ATokenGPvbdGVxr1b2hvZbsiqW5xWH25efTNsLJA8knL";
+const SIGNATURE = /^[1-9A-HJ-NP-Za-km-z]{64,88}$/;
+
+/** A fresh ed25519 keypair: `bytes` is the 64-byte secret||public array solana-keygen writes. */
+function svmKeypair() {
+  const { publicKey, privateKey } = crypto.generateKeyPairSync("ed25519");
+  const seed = privateKey.export({ format: "der", type: "pkcs8" }).subarray(-32);
+  const pub = publicKey.export({ format: "der", type: "spki" }).subarray(-32);
+  return { bytes: [...seed, ...pub], address: getAddressDecoder().decode(pub) };
+}
+
+async function svmAta(owner) {
+  const enc = getAddressEncoder();
+  const [pda] = await getProgramDerivedAddress({
+    programAddress: ATA_PROGRAM,
+    seeds: [enc.encode(owner), enc.encode(SPL_TOKEN), enc.encode(SVM_MINT)],
+  });
+  return pda;
+}
+
+/** svm-test-node's binary: SVM_NODE_BIN, else `<CARGO_TARGET_DIR or repo/target>/debug/`. */
+function locateSvmNode() {
+  if (process.env.SVM_NODE_BIN) return process.env.SVM_NODE_BIN;
+  const target = process.env.CARGO_TARGET_DIR || path.join(REPO, "target");
+  return path.join(target, "debug", "svm-test-node");
+}
+
+/** Starts svm-test-node (it exits when its stdin closes, so it never outlives the harness). */
+async function startSvmNode(bin) {
+  fs.mkdirSync(RUN_DIR, { recursive: true });
+  const log = fs.openSync(path.join(RUN_DIR, "svm-test-node.log"), "w");
+  const child = spawn(bin, [], { cwd: HERE, stdio: ["pipe", "pipe", log] });
+  child.name = "svm-test-node";
+  children.add(child);
+  child.on("exit", () => children.delete(child));
+  const port = await new Promise((resolve, reject) => {
+    let out = "";
+    const timer = setTimeout(() => reject(new Error("svm-test-node printed no LISTENING line")), 30_000);
+    child.on("error", reject);
+    child.on("exit", (code) => reject(new Error(`svm-test-node exited (${code}); see .run/svm-test-node.log`)));
+    child.stdout.on("data", (d) => {
+      out += d;
+      const m = out.match(/LISTENING (\d+)/);
+      if (m) {
+        clearTimeout(timer);
+        resolve(Number(m[1]));
+      }
+    });
+  });
+  const url = `http://127.0.0.1:${port}`;
+  const rpc = async (method, params = []) => {
+    const r = await fetch(url, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({ jsonrpc: "2.0", id: 1, method, params }),
+      signal: AbortSignal.timeout(10_000),
+    });
+    const j = await r.json();
+    if (j.error) throw new Error(`${method}: ${JSON.stringify(j.error)}`);
+    return j.result;
+  };
+  return { child, url, rpc };
+}
+
+/**
+ * The Solana world: the mint, a funded buyer, a payee with an empty token account, and a funded
+ * fee payer whose keypair (in `.run/`) only Gatehouse holds.
+ */
+async function setupSvm(node) {
+  const { rpc } = node;
+  await rpc("test_setMint", [SVM_MINT, SPL_TOKEN, 6, 1_000_000_000_000]);
+  const buyer = svmKeypair();
+  const payTo = svmKeypair();
+  const feePayer = svmKeypair();
+  const setTokens = async (owner, amount) => rpc("test_setTokenAccount", [await svmAta(owner), SPL_TOKEN, SVM_MINT, owner, amount]);
+  await setTokens(buyer.address, 1_000_000_000);
+  await setTokens(payTo.address, 0);
+  await rpc("test_airdrop", [feePayer.address, 10_000_000_000]);
+  const keyFile = path.join(RUN_DIR, "svm-fee-payer.json");
+  fs.writeFileSync(keyFile, JSON.stringify(feePayer.bytes), { mode: 0o600 });
+  /** Token units held by `owner`'s associated token account (bytes 64..72 of its data). */
+  const balance = async (owner) => {
+    const info = await rpc("getAccountInfo", [await svmAta(owner), { encoding: "base64" }]);
+    if (!info?.value) return 0n;
+    return Buffer.from(info.value.data[0], "base64").readBigUInt64LE(64);
+  };
+  const lamports = async (owner) => BigInt((await rpc("getBalance", [owner])).value);
+  return { ...node, buyer, payTo, feePayer, keyFile, setTokens, balance, lamports };
+}
+
+/** The scenarios for Solana rows: as `scenario`, with the node's balances and send counter. */
+async function svmScenario(kind, ctx, seller, buyer) {
+  const { svm, sellerUrl, gatehouseDb } = ctx;
+  const fails = [];
+  const detail = {};
+  let payer = svm.buyer;
+  if (kind === "refused") {
+    // A buyer whose token account is empty: the transfer cannot succeed.
+    payer = svmKeypair();
+    await svm.setTokens(payer.address, 0);
+  }
+  const snap = async () => ({
+    buyer: await svm.balance(payer.address),
+    payTo: await svm.balance(svm.payTo.address),
+    fees: await svm.lamports(svm.feePayer.address),
+    sends: await svm.rpc("test_sendCount"),
+  });
+  const before = await snap();
+  const evBefore = gatehouseDb ? maxEvidenceSeq(gatehouseDb) : 0;
+  const res = await runBuyer(buyer, {
+    SELLER_URL: `${sellerUrl}/paid`,
+    BUYER_SVM_KEY: JSON.stringify(payer.bytes),
+    SVM_RPC_URL: svm.url,
+    NETWORK: SVM_NETWORK,
+    ASSET: SVM_MINT,
+    AMOUNT: String(AMOUNT),
+    MODE: kind === "replay" ? "replay" : "pay",
+  });
+  await sleep(300);
+  const after = await snap();
+  if (res.error) fails.push(`buyer error: ${res.error}`);
+  // Only Gatehouse sends transactions to the node (buyers only sign): its sends are these.
+  const sent = after.sends - before.sends;
+  const want = kind === "refused" ? 0 : 1;
+  if (sent !== want) fails.push(`${sent} transactions were sent to the node, want ${want}`);
+  if (kind === "paid" || kind === "replay") {
+    if (res.status !== 200) fails.push(`status ${res.status} (reason ${res.reason ?? "-"})`);
+    const s = res.settle;
+    if (!s || s.success !== true) fails.push(`settle response not success: ${JSON.stringify(s)}`);
+    else if (!SIGNATURE.test(String(s.transaction))) fails.push(`no transaction signature: ${s.transaction}`);
+    else {
+      detail.tx = s.transaction;
+      const st = await svm.rpc("getSignatureStatuses", [[s.transaction], { searchTransactionHistory: true }]);
+      const status = st?.value?.[0];
+      if (!status || status.err !== null) fails.push(`transaction ${s.transaction} did not execute successfully: ${JSON.stringify(status)}`);
+    }
+    if (after.payTo - before.payTo !== AMOUNT) fails.push(`payTo moved ${after.payTo - before.payTo}, want ${AMOUNT}`);
+    if (before.buyer - after.buyer !== AMOUNT) fails.push(`buyer moved ${before.buyer - after.buyer}, want ${AMOUNT}`);
+    // The fee was paid by Gatehouse's fee payer, the co-signer of the one transaction.
+    if (!(after.fees < before.fees)) fails.push("Gatehouse's fee payer paid no fee");
+    if (kind === "replay") {
+      const r2 = res.replay;
+      if (!r2) fails.push("no replay was made");
+      else {
+        detail.replay = `${r2.status}${r2.reason ? ` ${r2.reason}` : ""}`;
+        if (r2.status === 200) {
+          if (!r2.settle || r2.settle.transaction !== s?.transaction)
+            fails.push(`replay answered 200 with a different settlement: ${JSON.stringify(r2.settle)}`);
+        } else if (r2.status !== 402) fails.push(`replay answered ${r2.status}`);
+      }
+    }
+    if (gatehouseDb) {
+      const ev = evidenceSince(gatehouseDb, evBefore);
+      detail.evidence = ev.map((e) => `${e.kind}:${e.decision}`).join(",");
+      if (!ev.some((e) => /verify/i.test(e.kind))) fails.push(`no verify evidence (got ${detail.evidence || "none"})`);
+      if (!ev.some((e) => /settle/i.test(e.kind))) fails.push(`no settle evidence (got ${detail.evidence || "none"})`);
+    }
+  } else {
+    if (res.status !== 402) fails.push(`status ${res.status}, want 402`);
+    if (typeof res.reason !== "string" || !res.reason || res.reason.startsWith("unparseable"))
+      fails.push(`no SDK-parsed reason: ${JSON.stringify(res.reason)}`);
+    detail.reason = res.reason;
+    if (res.settle && res.settle.success) fails.push("refused payment reported success");
+    if (after.payTo !== before.payTo || after.buyer !== before.buyer) fails.push("token balance moved");
+    if (after.fees !== before.fees) fails.push("Gatehouse's fee payer spent lamports on a refused payment");
+    if (gatehouseDb) {
+      const ev = evidenceSince(gatehouseDb, evBefore);
+      detail.evidence = ev.map((e) => `${e.kind}:${e.decision}`).join(",");
+      if (!ev.length) fails.push("no evidence recorded for the refusal");
+    }
+  }
+  return { kind, fails, detail };
+}
+
+// ---------------------------------------------------------------------------------------------
 // Orchestration.
 
-async function startSeller(seller, facilitatorUrl, asset) {
+async function startSeller(seller, facilitatorUrl, asset, extraEnv = {}) {
   const port = await freePort();
   const child = start(`seller-${seller.id}`, ...seller.cmd(), {
     FACILITATOR_URL: facilitatorUrl,
@@ -412,6 +597,7 @@ async function startSeller(seller, facilitatorUrl, asset) {
     TOKEN_NAME,
     TOKEN_VERSION,
     AMOUNT: String(AMOUNT),
+    ...extraEnv,
   });
   const url = `http://127.0.0.1:${port}`;
   await waitHttp(`${url}/health`, child, 60_000);
@@ -422,7 +608,8 @@ async function startSeller(seller, facilitatorUrl, asset) {
  * Starts one Gatehouse instance named `name` (its files in .run/<name>/). `opts.local` switches
  * eip155:84532 to local settlement from KEYS.localSigner; `opts.policyMax` sets
  * `[policy.global] max_per_request`; `opts.risk` scores payments with the repository's default
- * risk pack (risk-rules/) and requires a trace on the sellers' endpoint.
+ * risk pack (risk-rules/) and requires a trace on the sellers' endpoint; `opts.svm` ({url, keyFile})
+ * adds Solana devnet on svm-test-node with local settlement from that fee-payer keypair.
  */
 async function startGatehouse(name, bin, upstreamUrl, rpcUrl, asset, opts = {}) {
   const port = await freePort();
@@ -451,6 +638,15 @@ async function startGatehouse(name, bin, upstreamUrl, rpcUrl, asset, opts = {}) 
       ...(opts.risk
         ? ["[risk]", `rules_dir = "${path.join(REPO, "risk-rules")}"`, "reload_secs = 0", `require_trace = ["${RISK_REQUIRE_TRACE}"]`]
         : []),
+      ...(opts.svm
+        ? [
+            `[chains."${SVM_NETWORK}"]`,
+            `rpc_urls = ["${opts.svm.url}"]`,
+            'settlement = "local"',
+            `signer_key_file = "${opts.svm.keyFile}"`,
+            "settle_receipt_timeout_secs = 20",
+          ]
+        : []),
       "",
     ].join("\n"),
   );
@@ -464,7 +660,7 @@ async function startGatehouse(name, bin, upstreamUrl, rpcUrl, asset, opts = {}) 
 
 function versions() {
   const v = {};
-  for (const p of ["@x402/core", "@x402/evm", "@x402/express", "@x402/fetch", "x402-express", "x402-fetch", "x402", "express", "viem"]) {
+  for (const p of ["@x402/core", "@x402/evm", "@x402/svm", "@x402/express", "@x402/fetch", "x402-express", "x402-fetch", "x402", "@solana/kit", "express", "viem"]) {
     try {
       v[p === "x402" ? "x402 (npm, legacy core of x402-express/x402-fetch)" : p] = JSON.parse(fs.readFileSync(path.join(HERE, "node_modules", p, "package.json"), "utf8")).version;
     } catch {
@@ -514,7 +710,11 @@ function writeResults(rows, vers, anvilVersion, gatehouseNote) {
     "`gatehouse-policy` = sellers → Gatehouse with the policy cap → reference facilitator; `gatehouse-risk` =",
     "sellers → Gatehouse with `[risk]` (the repository's risk-rules/, a trace required on the sellers'",
     "endpoint) → reference facilitator. x402-secure runs only there (it needs Gatehouse's risk API), its",
-    "paid scenario also requiring verify evidence that names its risk session and trace.",
+    "paid scenario also requiring verify evidence that names its risk session and trace. `gatehouse-svm-local` =",
+    "Solana sellers → Gatehouse settling Solana devnet itself (its key is the `feePayer` it offers in",
+    "`/supported`; no upstream) on svm-test-node (LiteSVM with the real SPL Token programs): there the",
+    "refused buyer holds an empty token account, and every scenario also counts the transactions sent",
+    "to the node (1 for paid and replay, 0 for refused).",
     "",
     "| path | seller | buyer | paid | refused | replay | policy | risk | row |",
     "|---|---|---|---|---|---|---|---|---|",
@@ -556,7 +756,7 @@ async function runMode(mode, facilitatorUrl, ctxBase, rows, filter, kindsByFamil
     if (!pairs.length) continue;
     let s;
     try {
-      s = await startSeller(seller, facilitatorUrl, ctxBase.chain.asset);
+      s = await startSeller(seller, facilitatorUrl, ctxBase.chain.asset, ctxBase.sellerEnv);
     } catch (e) {
       for (const buyer of pairs) {
         const row = { mode, seller, buyer, ok: false, scenarios: [{ kind: "paid", fails: [`seller failed to start: ${e.message}`], detail: {} }] };
@@ -570,7 +770,7 @@ async function runMode(mode, facilitatorUrl, ctxBase, rows, filter, kindsByFamil
       const scenarios = [];
       for (const kind of kinds) {
         try {
-          scenarios.push(await scenario(kind, ctx, seller, buyer));
+          scenarios.push(await (family(seller) === "svm" ? svmScenario : scenario)(kind, ctx, seller, buyer));
         } catch (e) {
           scenarios.push({ kind, fails: [`harness error: ${e.message}`], detail: {} });
         }
@@ -624,21 +824,40 @@ async function main() {
     // The default risk pack with traces required: the unmodified SDKs (no trace) are refused;
     // x402-secure (session + trace) pays, and is refused when its trace shows tampering.
     { mode: "gatehouse-risk", upstream: refUrl, opts: { risk: true }, kinds: { plain: ["risk"], secure: [...ALL, "risk"] } },
+    // Solana devnet on svm-test-node, settled by Gatehouse itself (no upstream).
+    { mode: "gatehouse-svm-local", upstream: `http://127.0.0.1:${closedPort}`, opts: {}, svm: true, kinds: { svm: ALL } },
   ];
   if (bin) {
-    gatehouseNote = `\`${path.basename(bin)}\`; \`gatehouse\` forwards to the reference facilitator, \`gatehouse-local\` settles itself (no upstream), \`gatehouse-policy\` forwards with \`max_per_request = "${POLICY_MAX_PER_REQUEST}"\`, \`gatehouse-risk\` forwards with the default risk pack and \`require_trace = ["${RISK_REQUIRE_TRACE}"]\``;
+    gatehouseNote = `\`${path.basename(bin)}\`; \`gatehouse\` forwards to the reference facilitator, \`gatehouse-local\` settles itself (no upstream), \`gatehouse-policy\` forwards with \`max_per_request = "${POLICY_MAX_PER_REQUEST}"\`, \`gatehouse-risk\` forwards with the default risk pack and \`require_trace = ["${RISK_REQUIRE_TRACE}"]\`, \`gatehouse-svm-local\` settles Solana devnet itself on svm-test-node`;
     const localSigner = privateKeyToAccount(KEYS.localSigner).address;
     for (const p of paths) {
+      const wanted = SELLERS.some((s) => p.kinds[family(s)] && BUYERS.some((b) => compatible(s, b) && filter(s, b)));
+      if (!wanted) continue;
       let gh = null;
+      let svm = null;
       try {
+        if (p.svm) {
+          const node = await startSvmNode(locateSvmNode());
+          svm = await setupSvm(node);
+          p.opts.svm = { url: svm.url, keyFile: svm.keyFile };
+        }
         gh = await startGatehouse(p.mode, bin, p.upstream, rpcUrl, chain.asset, p.opts);
       } catch (e) {
         console.log(`FAIL ${p.mode} did not start: ${e.message}`);
-        rows.push({ mode: p.mode, seller: { id: "-", pkg: "-" }, buyer: { id: "-", pkg: "-" }, ok: false, scenarios: [{ kind: Object.values(p.kinds)[0][0], fails: [`gatehouse did not start: ${e.message}`], detail: {} }] });
+        rows.push({ mode: p.mode, seller: { id: "-", pkg: "-" }, buyer: { id: "-", pkg: "-" }, ok: false, scenarios: [{ kind: Object.values(p.kinds)[0][0], fails: [`${p.mode} did not start: ${e.message}`], detail: {} }] });
       }
-      const ctx = { chain, refUrl, gatehouseDb: gh && gh.db, gatehouseUrl: gh && gh.url, localSigner: p.opts.local ? localSigner : null };
+      const ctx = {
+        chain,
+        refUrl,
+        gatehouseDb: gh && gh.db,
+        gatehouseUrl: gh && gh.url,
+        localSigner: p.opts.local ? localSigner : null,
+        svm,
+        sellerEnv: svm ? { PAY_TO: svm.payTo.address, ASSET: SVM_MINT, NETWORK: SVM_NETWORK } : {},
+      };
       if (gh) await runMode(p.mode, gh.url, ctx, rows, filter, p.kinds);
       stop(gh && gh.child);
+      stop(svm && svm.child);
     }
   } else {
     gatehouseNote = "not run (GATEHOUSE_BIN unset)";
