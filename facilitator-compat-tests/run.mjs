@@ -475,21 +475,23 @@ async function startSvmNode(bin) {
 }
 
 /**
- * The Solana world: the mint, a funded buyer, a payee with an empty token account, and a funded
- * fee payer whose keypair (in `.run/`) only Gatehouse holds.
+ * The Solana world: the mint, a funded buyer, a payee with an empty token account, and two
+ * funded fee payers: the reference facilitator's, and the one whose keypair file (in `.run/`)
+ * only Gatehouse's local settlement holds.
  */
 async function setupSvm(node) {
   const { rpc } = node;
   await rpc("test_setMint", [SVM_MINT, SPL_TOKEN, 6, 1_000_000_000_000]);
   const buyer = svmKeypair();
   const payTo = svmKeypair();
-  const feePayer = svmKeypair();
+  const refFeePayer = svmKeypair();
+  const localFeePayer = svmKeypair();
   const setTokens = async (owner, amount) => rpc("test_setTokenAccount", [await svmAta(owner), SPL_TOKEN, SVM_MINT, owner, amount]);
   await setTokens(buyer.address, 1_000_000_000);
   await setTokens(payTo.address, 0);
-  await rpc("test_airdrop", [feePayer.address, 10_000_000_000]);
+  for (const k of [refFeePayer, localFeePayer]) await rpc("test_airdrop", [k.address, 10_000_000_000]);
   const keyFile = path.join(RUN_DIR, "svm-fee-payer.json");
-  fs.writeFileSync(keyFile, JSON.stringify(feePayer.bytes), { mode: 0o600 });
+  fs.writeFileSync(keyFile, JSON.stringify(localFeePayer.bytes), { mode: 0o600 });
   /** Token units held by `owner`'s associated token account (bytes 64..72 of its data). */
   const balance = async (owner) => {
     const info = await rpc("getAccountInfo", [await svmAta(owner), { encoding: "base64" }]);
@@ -497,12 +499,14 @@ async function setupSvm(node) {
     return Buffer.from(info.value.data[0], "base64").readBigUInt64LE(64);
   };
   const lamports = async (owner) => BigInt((await rpc("getBalance", [owner])).value);
-  return { ...node, buyer, payTo, feePayer, keyFile, setTokens, balance, lamports };
+  return { ...node, buyer, payTo, refFeePayer, localFeePayer, keyFile, setTokens, balance, lamports };
 }
 
 /** The scenarios for Solana rows: as `scenario`, with the node's balances and send counter. */
 async function svmScenario(kind, ctx, seller, buyer) {
-  const { svm, sellerUrl, gatehouseDb } = ctx;
+  const { svm, sellerUrl, gatehouseDb, refUrl, localSigner } = ctx;
+  // The settling fee payer: Gatehouse's own key with local settlement, else the upstream's.
+  const feePayer = localSigner ? svm.localFeePayer : svm.refFeePayer;
   const fails = [];
   const detail = {};
   let payer = svm.buyer;
@@ -514,10 +518,11 @@ async function svmScenario(kind, ctx, seller, buyer) {
   const snap = async () => ({
     buyer: await svm.balance(payer.address),
     payTo: await svm.balance(svm.payTo.address),
-    fees: await svm.lamports(svm.feePayer.address),
+    fees: await svm.lamports(feePayer.address),
     sends: await svm.rpc("test_sendCount"),
   });
   const before = await snap();
+  const callsBefore = (await upstreamCalls(refUrl)).length;
   const evBefore = gatehouseDb ? maxEvidenceSeq(gatehouseDb) : 0;
   const res = await runBuyer(buyer, {
     SELLER_URL: `${sellerUrl}/paid`,
@@ -530,11 +535,14 @@ async function svmScenario(kind, ctx, seller, buyer) {
   });
   await sleep(300);
   const after = await snap();
+  const newCalls = (await upstreamCalls(refUrl)).slice(callsBefore);
+  const settles = newCalls.filter((c) => c.endpoint === "settle");
   if (res.error) fails.push(`buyer error: ${res.error}`);
-  // Only Gatehouse sends transactions to the node (buyers only sign): its sends are these.
+  // Only the settling facilitator sends transactions to the node (buyers only sign).
   const sent = after.sends - before.sends;
-  const want = kind === "refused" ? 0 : 1;
+  const want = kind === "paid" || kind === "replay" ? 1 : 0;
   if (sent !== want) fails.push(`${sent} transactions were sent to the node, want ${want}`);
+  if (localSigner && newCalls.length) fails.push(`the reference facilitator was called ${newCalls.length}x with local settlement`);
   if (kind === "paid" || kind === "replay") {
     if (res.status !== 200) fails.push(`status ${res.status} (reason ${res.reason ?? "-"})`);
     const s = res.settle;
@@ -548,8 +556,8 @@ async function svmScenario(kind, ctx, seller, buyer) {
     }
     if (after.payTo - before.payTo !== AMOUNT) fails.push(`payTo moved ${after.payTo - before.payTo}, want ${AMOUNT}`);
     if (before.buyer - after.buyer !== AMOUNT) fails.push(`buyer moved ${before.buyer - after.buyer}, want ${AMOUNT}`);
-    // The fee was paid by Gatehouse's fee payer, the co-signer of the one transaction.
-    if (!(after.fees < before.fees)) fails.push("Gatehouse's fee payer paid no fee");
+    // The fee was paid by the settling fee payer, the co-signer of the one transaction.
+    if (!(after.fees < before.fees)) fails.push(`the fee payer ${feePayer.address} paid no fee`);
     if (kind === "replay") {
       const r2 = res.replay;
       if (!r2) fails.push("no replay was made");
@@ -560,6 +568,8 @@ async function svmScenario(kind, ctx, seller, buyer) {
             fails.push(`replay answered 200 with a different settlement: ${JSON.stringify(r2.settle)}`);
         } else if (r2.status !== 402) fails.push(`replay answered ${r2.status}`);
       }
+      const ok = settles.filter((c) => c.result && c.result.success === true);
+      if (ok.length > 1) fails.push(`upstream settled ${ok.length} times`);
     }
     if (gatehouseDb) {
       const ev = evidenceSince(gatehouseDb, evBefore);
@@ -572,13 +582,18 @@ async function svmScenario(kind, ctx, seller, buyer) {
     if (typeof res.reason !== "string" || !res.reason || res.reason.startsWith("unparseable"))
       fails.push(`no SDK-parsed reason: ${JSON.stringify(res.reason)}`);
     detail.reason = res.reason;
+    const want = { policy: "policy_max_per_request", risk: "risk_denied" }[kind];
+    if (want && res.reason !== want) fails.push(`reason ${JSON.stringify(res.reason)}, want ${want}`);
     if (res.settle && res.settle.success) fails.push("refused payment reported success");
     if (after.payTo !== before.payTo || after.buyer !== before.buyer) fails.push("token balance moved");
-    if (after.fees !== before.fees) fails.push("Gatehouse's fee payer spent lamports on a refused payment");
+    if (after.fees !== before.fees) fails.push(`the fee payer ${feePayer.address} spent lamports on a refused payment`);
+    if (settles.length) fails.push(`upstream /settle was called ${settles.length}x`);
     if (gatehouseDb) {
       const ev = evidenceSince(gatehouseDb, evBefore);
       detail.evidence = ev.map((e) => `${e.kind}:${e.decision}`).join(",");
       if (!ev.length) fails.push("no evidence recorded for the refusal");
+      if (kind === "risk" && !ev.some((e) => ruleFired(e, "trace-required-missing")))
+        fails.push("no evidence shows the rule trace-required-missing fired");
     }
   }
   return { kind, fails, detail };
@@ -609,7 +624,7 @@ async function startSeller(seller, facilitatorUrl, asset, extraEnv = {}) {
  * eip155:84532 to local settlement from KEYS.localSigner; `opts.policyMax` sets
  * `[policy.global] max_per_request`; `opts.risk` scores payments with the repository's default
  * risk pack (risk-rules/) and requires a trace on the sellers' endpoint; `opts.svm` ({url, keyFile})
- * adds Solana devnet on svm-test-node with local settlement from that fee-payer keypair.
+ * adds Solana devnet on svm-test-node (with `opts.local`, settled from that fee-payer keypair).
  */
 async function startGatehouse(name, bin, upstreamUrl, rpcUrl, asset, opts = {}) {
   const port = await freePort();
@@ -638,15 +653,10 @@ async function startGatehouse(name, bin, upstreamUrl, rpcUrl, asset, opts = {}) 
       ...(opts.risk
         ? ["[risk]", `rules_dir = "${path.join(REPO, "risk-rules")}"`, "reload_secs = 0", `require_trace = ["${RISK_REQUIRE_TRACE}"]`]
         : []),
-      ...(opts.svm
-        ? [
-            `[chains."${SVM_NETWORK}"]`,
-            `rpc_urls = ["${opts.svm.url}"]`,
-            'settlement = "local"',
-            `signer_key_file = "${opts.svm.keyFile}"`,
-            "settle_receipt_timeout_secs = 20",
-          ]
-        : []),
+      // Solana devnet on svm-test-node: forwarded (the upstream's fee payer is learned from its
+      // /supported), or settled locally from the fee-payer keypair file.
+      ...(opts.svm ? [`[chains."${SVM_NETWORK}"]`, `rpc_urls = ["${opts.svm.url}"]`] : []),
+      ...(opts.svm && opts.local ? ['settlement = "local"', `signer_key_file = "${opts.svm.keyFile}"`, "settle_receipt_timeout_secs = 20"] : []),
       "",
     ].join("\n"),
   );
@@ -710,11 +720,14 @@ function writeResults(rows, vers, anvilVersion, gatehouseNote) {
     "`gatehouse-policy` = sellers → Gatehouse with the policy cap → reference facilitator; `gatehouse-risk` =",
     "sellers → Gatehouse with `[risk]` (the repository's risk-rules/, a trace required on the sellers'",
     "endpoint) → reference facilitator. x402-secure runs only there (it needs Gatehouse's risk API), its",
-    "paid scenario also requiring verify evidence that names its risk session and trace. `gatehouse-svm-local` =",
-    "Solana sellers → Gatehouse settling Solana devnet itself (its key is the `feePayer` it offers in",
-    "`/supported`; no upstream) on svm-test-node (LiteSVM with the real SPL Token programs): there the",
-    "refused buyer holds an empty token account, and every scenario also counts the transactions sent",
-    "to the node (1 for paid and replay, 0 for refused).",
+    "paid scenario also requiring verify evidence that names its risk session and trace.",
+    "",
+    "Solana rows (`@x402/svm`) run on every path against svm-test-node (LiteSVM with the real SPL Token",
+    "programs behind JSON-RPC) on devnet's CAIP-2 id: the reference facilitator settles with its own fee",
+    "payer (`direct`, and upstream of `gatehouse`, `gatehouse-policy`, `gatehouse-risk`), `gatehouse-local`",
+    "settles with Gatehouse's (the `feePayer` its `/supported` offers). There the refused buyer holds an",
+    "empty token account, and every scenario also counts the transactions sent to the node (1 for paid",
+    "and replay, else 0) and checks that the settling fee payer paid the fee (and nothing when refused).",
     "",
     "| path | seller | buyer | paid | refused | replay | policy | risk | row |",
     "|---|---|---|---|---|---|---|---|---|",
@@ -756,7 +769,9 @@ async function runMode(mode, facilitatorUrl, ctxBase, rows, filter, kindsByFamil
     if (!pairs.length) continue;
     let s;
     try {
-      s = await startSeller(seller, facilitatorUrl, ctxBase.chain.asset, ctxBase.sellerEnv);
+      if (family(seller) === "svm" && !ctxBase.svm) throw new Error(`svm-test-node unavailable: ${ctxBase.svmError}`);
+      const sellerEnv = family(seller) === "svm" ? { PAY_TO: ctxBase.svm.payTo.address, ASSET: SVM_MINT, NETWORK: SVM_NETWORK } : {};
+      s = await startSeller(seller, facilitatorUrl, ctxBase.chain.asset, sellerEnv);
     } catch (e) {
       for (const buyer of pairs) {
         const row = { mode, seller, buyer, ok: false, scenarios: [{ kind: "paid", fails: [`seller failed to start: ${e.message}`], detail: {} }] };
@@ -801,46 +816,53 @@ async function main() {
   const chain = await setupChain(rpcUrl);
   console.log(`anvil ${rpcUrl}, token ${chain.asset}`);
 
+  // Solana: one svm-test-node for every path (the Solana rows fail, saying why, without it).
+  let svm = null;
+  let svmError = null;
+  try {
+    const svmBin = locateSvmNode();
+    if (!fs.existsSync(svmBin)) throw new Error(`no binary at ${svmBin} (build it: see README, or set SVM_NODE_BIN)`);
+    svm = await setupSvm(await startSvmNode(svmBin));
+    console.log(`svm-test-node ${svm.url}, mint ${SVM_MINT}`);
+  } catch (e) {
+    svmError = e.message;
+    console.log(`note: no Solana rows can pass: ${svmError}`);
+  }
+
   const refPort = await freePort();
   const ref = start("reference-facilitator", "node", ["reference-facilitator.mjs"], {
     RPC_URL: rpcUrl,
     FACILITATOR_PRIVATE_KEY: KEYS.facilitator,
     PORT: String(refPort),
+    ...(svm ? { SVM_RPC_URL: svm.url, SVM_FACILITATOR_KEY: JSON.stringify(svm.refFeePayer.bytes) } : {}),
   });
   const refUrl = `http://127.0.0.1:${refPort}`;
   await waitHttp(`${refUrl}/supported`, ref, 60_000);
 
   const rows = [];
-  await runMode("direct", refUrl, { chain, refUrl, gatehouseDb: null }, rows, filter, { plain: ALL });
+  await runMode("direct", refUrl, { chain, refUrl, gatehouseDb: null, svm, svmError }, rows, filter, { plain: ALL, svm: ALL });
 
   let gatehouseNote;
   const bin = process.env.GATEHOUSE_BIN;
   // Each Gatehouse path: its mode name, its instance options, the scenarios it runs.
   const closedPort = await freePort(); // nothing listens here: the local path has no upstream
   const paths = [
-    { mode: "gatehouse", upstream: refUrl, opts: {}, kinds: { plain: ALL } },
-    { mode: "gatehouse-local", upstream: `http://127.0.0.1:${closedPort}`, opts: { local: true }, kinds: { plain: ALL } },
-    { mode: "gatehouse-policy", upstream: refUrl, opts: { policyMax: POLICY_MAX_PER_REQUEST }, kinds: { plain: ["policy"] } },
+    { mode: "gatehouse", upstream: refUrl, opts: {}, kinds: { plain: ALL, svm: ALL } },
+    { mode: "gatehouse-local", upstream: `http://127.0.0.1:${closedPort}`, opts: { local: true }, kinds: { plain: ALL, svm: ALL } },
+    { mode: "gatehouse-policy", upstream: refUrl, opts: { policyMax: POLICY_MAX_PER_REQUEST }, kinds: { plain: ["policy"], svm: ["policy"] } },
     // The default risk pack with traces required: the unmodified SDKs (no trace) are refused;
     // x402-secure (session + trace) pays, and is refused when its trace shows tampering.
-    { mode: "gatehouse-risk", upstream: refUrl, opts: { risk: true }, kinds: { plain: ["risk"], secure: [...ALL, "risk"] } },
-    // Solana devnet on svm-test-node, settled by Gatehouse itself (no upstream).
-    { mode: "gatehouse-svm-local", upstream: `http://127.0.0.1:${closedPort}`, opts: {}, svm: true, kinds: { svm: ALL } },
+    { mode: "gatehouse-risk", upstream: refUrl, opts: { risk: true }, kinds: { plain: ["risk"], secure: [...ALL, "risk"], svm: ["risk"] } },
   ];
   if (bin) {
-    gatehouseNote = `\`${path.basename(bin)}\`; \`gatehouse\` forwards to the reference facilitator, \`gatehouse-local\` settles itself (no upstream), \`gatehouse-policy\` forwards with \`max_per_request = "${POLICY_MAX_PER_REQUEST}"\`, \`gatehouse-risk\` forwards with the default risk pack and \`require_trace = ["${RISK_REQUIRE_TRACE}"]\`, \`gatehouse-svm-local\` settles Solana devnet itself on svm-test-node`;
+    gatehouseNote = `\`${path.basename(bin)}\`; \`gatehouse\` forwards to the reference facilitator, \`gatehouse-local\` settles itself (no upstream), \`gatehouse-policy\` forwards with \`max_per_request = "${POLICY_MAX_PER_REQUEST}"\`, \`gatehouse-risk\` forwards with the default risk pack and \`require_trace = ["${RISK_REQUIRE_TRACE}"]\``;
     const localSigner = privateKeyToAccount(KEYS.localSigner).address;
     for (const p of paths) {
       const wanted = SELLERS.some((s) => p.kinds[family(s)] && BUYERS.some((b) => compatible(s, b) && filter(s, b)));
       if (!wanted) continue;
       let gh = null;
-      let svm = null;
       try {
-        if (p.svm) {
-          const node = await startSvmNode(locateSvmNode());
-          svm = await setupSvm(node);
-          p.opts.svm = { url: svm.url, keyFile: svm.keyFile };
-        }
+        if (svm) p.opts.svm = { url: svm.url, keyFile: svm.keyFile };
         gh = await startGatehouse(p.mode, bin, p.upstream, rpcUrl, chain.asset, p.opts);
       } catch (e) {
         console.log(`FAIL ${p.mode} did not start: ${e.message}`);
@@ -853,11 +875,10 @@ async function main() {
         gatehouseUrl: gh && gh.url,
         localSigner: p.opts.local ? localSigner : null,
         svm,
-        sellerEnv: svm ? { PAY_TO: svm.payTo.address, ASSET: SVM_MINT, NETWORK: SVM_NETWORK } : {},
+        svmError,
       };
       if (gh) await runMode(p.mode, gh.url, ctx, rows, filter, p.kinds);
       stop(gh && gh.child);
-      stop(svm && svm.child);
     }
   } else {
     gatehouseNote = "not run (GATEHOUSE_BIN unset)";

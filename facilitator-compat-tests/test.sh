@@ -7,9 +7,9 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 bash ./install.sh
-# The Solana rows (through Gatehouse only) run on svm-test-node, its own cargo workspace: build
-# it from its lockfile (a no-op when fresh) unless SVM_NODE_BIN names a binary.
-if [[ -n "${GATEHOUSE_BIN:-}" && -z "${SVM_NODE_BIN:-}" ]]; then
+# The Solana rows run on svm-test-node, its own cargo workspace: build it from its lockfile (a
+# no-op when fresh) unless SVM_NODE_BIN names a binary.
+if [[ -z "${SVM_NODE_BIN:-}" ]]; then
   echo "test.sh: cargo build svm-test-node" >&2
   timeout 1800 cargo build --quiet --locked --manifest-path ../svm-test-node/Cargo.toml >&2
 fi
