@@ -710,8 +710,8 @@ function writeResults(rows, vers, anvilVersion, gatehouseNote) {
     "`max_per_request` gets a 402 whose SDK-parsed reason is `policy_max_per_request`, or `invalid_payment`",
     "on the v1 wire; nothing moves, upstream `/settle` never called, evidence recorded); **risk** (a funded",
     "buyer refused by Gatehouse's default risk pack gets a 402 whose SDK-parsed reason is `risk_denied`, or",
-    "`invalid_payment` on the v1 wire; nothing moves, upstream `/settle` never called, the evidence names the",
-    "rule: `trace-required-missing` for the unmodified SDKs, which send no trace, and",
+    "`invalid_payment` on the v1 wire; nothing moves, upstream `/settle` never called, the evidence shows the",
+    "rule fired: `trace-required-missing` for the unmodified SDKs, which send no trace, and",
     "`tool-call-beneficiary-differs` for x402-secure, whose trace names another payee).",
     "",
     "Paths: `direct` = sellers → reference facilitator; `gatehouse` = sellers → Gatehouse → reference",
@@ -746,6 +746,12 @@ function writeResults(rows, vers, anvilVersion, gatehouseNote) {
     for (const r of failures)
       for (const s of r.scenarios)
         if (s.fails.length) lines.push(`- ${r.mode} ${r.seller.id} × ${r.buyer.id} ${s.kind}: ${s.fails.join("; ")}`);
+    if (failures.some((r) => family(r.buyer) === "secure"))
+      lines.push(
+        "",
+        "x402-secure: Gatehouse does not read the trace id that x402-secure sends only inside `X-PAYMENT-SECURE`'s",
+        "`ts` segment, so it scores the payment without the trace (README, \"Known incompatibility\").",
+      );
   }
   lines.push("", "## Versions", "", "| package | version |", "|---|---|");
   for (const [k, v] of Object.entries(vers)) lines.push(`| ${k} | ${v} |`);
