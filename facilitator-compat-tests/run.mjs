@@ -295,6 +295,11 @@ function protocolVersion(seller, buyer) {
 
 async function scenario(kind, ctx, seller, buyer) {
   const { chain, refUrl, sellerUrl, gatehouseDb, gatehouseUrl, localSigner } = ctx;
+  // anvil mines only on transactions, and a simulation sees the latest block's timestamp: after a
+  // stretch of scenarios that mine nothing it lags the wall clock by minutes, which fails an
+  // authorization whose validAfter is only a minute old (x402 1.x Python signs now - 60). A real
+  // chain mines every few seconds; mine an empty block so the chain's clock is current.
+  await chain.pub.request({ method: "evm_mine", params: [] });
   const fails = [];
   const buyerKey = kind === "refused" ? generatePrivateKey() : KEYS.buyer;
   const buyerAddr = privateKeyToAccount(buyerKey).address;
