@@ -6,7 +6,11 @@
 // log of every /verify and /settle call (GET /__calls) so the harness can prove that a payment
 // Gatehouse refused never reached the upstream's settle.
 //
-// Env: RPC_URL (anvil), FACILITATOR_PRIVATE_KEY (0x…), PORT (0 = pick a free port).
+// With SVM_RPC_URL and SVM_FACILITATOR_KEY it also settles Solana devnet with @x402/svm's exact
+// scheme against that node (svm-test-node), its fee payer being that keypair.
+//
+// Env: RPC_URL (anvil), FACILITATOR_PRIVATE_KEY (0x…), PORT (0 = pick a free port), optional
+// SVM_RPC_URL and SVM_FACILITATOR_KEY (the 64-byte keypair as a JSON array).
 // Prints "Facilitator listening on <port>" once ready.
 
 import express from "express";
@@ -15,6 +19,9 @@ import { privateKeyToAccount } from "viem/accounts";
 import { x402Facilitator } from "@x402/core/facilitator";
 import { toFacilitatorEvmSigner } from "@x402/evm";
 import { registerExactEvmScheme } from "@x402/evm/exact/facilitator";
+import { createKeyPairSignerFromBytes } from "@solana/kit";
+import { toFacilitatorSvmSigner } from "@x402/svm";
+import { registerExactSvmScheme } from "@x402/svm/exact/facilitator";
 
 const rpcUrl = process.env.RPC_URL;
 const key = process.env.FACILITATOR_PRIVATE_KEY;
@@ -51,6 +58,13 @@ const signer = toFacilitatorEvmSigner(
 
 const facilitator = new x402Facilitator();
 registerExactEvmScheme(facilitator, { signer, networks: "eip155:84532" });
+if (process.env.SVM_RPC_URL && process.env.SVM_FACILITATOR_KEY) {
+  const keypair = await createKeyPairSignerFromBytes(Uint8Array.from(JSON.parse(process.env.SVM_FACILITATOR_KEY)));
+  registerExactSvmScheme(facilitator, {
+    signer: toFacilitatorSvmSigner(keypair, { defaultRpcUrl: process.env.SVM_RPC_URL }),
+    networks: "solana:EtWTRABZaYq6iMfeYKouRu166VU2xqa1",
+  });
+}
 
 /** Every verify/settle call, in arrival order, for the harness's "nothing reached settle" checks. */
 const calls = [];
