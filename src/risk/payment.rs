@@ -107,6 +107,10 @@ impl RiskInputs {
             let (tp, ts) =
                 parse_payment_secure(&secure).map_err(|m| header_error("X-PAYMENT-SECURE", m))?;
             inputs.traceparent = Some(tp);
+            // x402-secure's SDK names its trace only here (never in X-RISK-TRACE).
+            if inputs.tid.is_none() {
+                inputs.tid = ts.as_deref().and_then(agent_trace_tid);
+            }
             inputs.tracestate = ts;
         }
         if let Some(evidence) = get("X-AP2-EVIDENCE")? {
@@ -189,6 +193,33 @@ impl RiskInputs {
         }
         Ok(notes)
     }
+}
+
+/// The trace id x402-secure's SDK puts in `X-PAYMENT-SECURE`'s `ts`: percent-encoded standard
+/// base64 of `{"tid":"<uuid>"}`. `None` for anything else, such as a W3C tracestate.
+fn agent_trace_tid(ts: &str) -> Option<String> {
+    use base64::Engine as _;
+    // Only the three characters base64 adds to the URL-safe set are ever encoded.
+    let mut encoded = String::with_capacity(ts.len());
+    let mut rest = ts;
+    while let Some(at) = rest.find('%') {
+        encoded.push_str(&rest[..at]);
+        let escape = rest.get(at + 1..at + 3)?;
+        encoded.push(match escape.to_ascii_uppercase().as_str() {
+            "2B" => '+',
+            "2F" => '/',
+            "3D" => '=',
+            _ => return None,
+        });
+        rest = &rest[at + 3..];
+    }
+    encoded.push_str(rest);
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(encoded)
+        .ok()?;
+    let context: Value = serde_json::from_slice(&bytes).ok()?;
+    let tid = context.get("tid")?.as_str()?;
+    is_uuid(tid).then(|| tid.to_owned())
 }
 
 /// Parses `X-PAYMENT-SECURE`: `w3c.v1;tp=<traceparent>[;ts=<tracestate>]`.
@@ -878,6 +909,40 @@ fn unavailable(error: &StoreError) -> RiskOutcome {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn x402_secure_names_its_trace_in_the_tracestate() {
+        use base64::Engine as _;
+        let tid = "3f1c8a52-0d7e-4b8e-9a51-6f2d1c0b7e44";
+        // As the Python SDK builds it: json.dumps compact, standard base64, quote(safe="").
+        let b64 = base64::engine::general_purpose::STANDARD.encode(format!(r#"{{"tid":"{tid}"}}"#));
+        let ts = b64
+            .replace('+', "%2B")
+            .replace('/', "%2F")
+            .replace('=', "%3D");
+        assert_eq!(agent_trace_tid(&ts).as_deref(), Some(tid));
+        let tp = "00-b5ccb78e8b2640d785213de685ac2644-82516a311157fe39-01";
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            "X-PAYMENT-SECURE",
+            format!("w3c.v1;tp={tp};ts={ts}").parse().unwrap(),
+        );
+        assert_eq!(
+            RiskInputs::from_headers(&headers).unwrap().tid.as_deref(),
+            Some(tid)
+        );
+        // An explicit X-RISK-TRACE wins; a W3C tracestate or a non-UUID tid names nothing.
+        let other = "0b9a3c1e-1111-4222-8333-944455556666";
+        headers.insert("X-RISK-TRACE", other.parse().unwrap());
+        assert_eq!(
+            RiskInputs::from_headers(&headers).unwrap().tid.as_deref(),
+            Some(other)
+        );
+        assert_eq!(agent_trace_tid("vendor=abc,other=1"), None);
+        let not_uuid = base64::engine::general_purpose::STANDARD.encode(r#"{"tid":"x"}"#);
+        assert_eq!(agent_trace_tid(&not_uuid), None);
+        assert_eq!(agent_trace_tid("%ZZ"), None);
+    }
 
     #[test]
     fn payment_secure_headers_parse_like_x402_secure() {
