@@ -865,7 +865,7 @@ impl EvidenceStore for SqlStore {
             "SELECT COUNT(*) FROM disputes WHERE payer = $1 AND outcome = 'refund_owed'",
         )
         .bind(payer)
-        .fetch_one(&self.pool)
+        .fetch_one(&self.reads)
         .await?;
         Ok(u64::try_from(n).unwrap_or(0))
     }

@@ -353,7 +353,7 @@ impl PolicyStore for SqlStore {
         )
         .bind(endpoint)
         .bind(asset)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&self.reads)
         .await?;
         Ok(row.map(|(min, max, samples)| AmountRange { min, max, samples }))
     }

@@ -309,9 +309,9 @@ struct SessionSqlRow {
 
 const HOUR_MS: u64 = 3_600_000;
 const FIVE_MIN_MS: u64 = 300_000;
-/// Where history counts stop: the rules compare them with small numbers, and counting a
+/// Where history counts stop (the shipped rules' largest threshold is 300 an hour): counting a
 /// payment loop's thousands of rows on every verify would make each verify slower than the last.
-pub const HISTORY_COUNT_CAP: i64 = 500;
+pub const HISTORY_COUNT_CAP: i64 = 300;
 /// How many of an endpoint's most recent approved payments make its usual amount range.
 pub const USUAL_RANGE_WINDOW: i64 = 50;
 
@@ -372,7 +372,7 @@ impl RiskStore for SqlStore {
              FROM risk_sessions WHERE sid = $1",
         )
         .bind(sid)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&self.reads)
         .await?;
         Ok(row.map(|r| SessionRow {
             sid: r.sid,
@@ -402,7 +402,7 @@ impl RiskStore for SqlStore {
         let row: Option<(String, String, String, i64)> =
             sqlx::query_as("SELECT tid, sid, body, created_at_ms FROM risk_traces WHERE tid = $1")
                 .bind(tid)
-                .fetch_optional(&self.pool)
+                .fetch_optional(&self.reads)
                 .await?;
         Ok(row.map(|(tid, sid, body, created)| TraceRow {
             tid,
@@ -506,12 +506,9 @@ impl RiskStore for SqlStore {
         // One round trip; every count stops at HISTORY_COUNT_CAP, so a payer or endpoint with
         // a long history costs no more than one with a short one. A NULL payer, resource or
         // endpoint matches nothing, which is the count wanted then.
-        let (h, d, p, r, e, f): (i64, i64, i64, i64, i64, i64) = sqlx::query_as(
-            "SELECT \
-               (SELECT COUNT(*) FROM (SELECT 1 FROM risk_payments WHERE payer = $1 \
-                  AND fingerprint <> $2 AND created_at_ms >= $3 LIMIT $9) AS h), \
-               (SELECT COUNT(*) FROM (SELECT 1 FROM risk_payments WHERE payer = $1 \
-                  AND fingerprint <> $2 AND created_at_ms >= $4 LIMIT $9) AS d), \
+        // The last day's payments are read once, newest first, for both the day and the hour.
+        let (d, h, p, r, e, f): (i64, i64, i64, i64, i64, i64) = sqlx::query_as(
+            "SELECT day.n, day.h, \
                (SELECT COUNT(*) FROM (SELECT 1 FROM risk_payments WHERE payer = $1 \
                   AND fingerprint <> $2 AND pay_to = $6 LIMIT $9) AS p), \
                (SELECT COUNT(*) FROM (SELECT 1 FROM risk_payments WHERE payer = $1 \
@@ -519,7 +516,12 @@ impl RiskStore for SqlStore {
                (SELECT COUNT(*) FROM (SELECT 1 FROM risk_payments WHERE endpoint = $8 \
                   AND fingerprint <> $2 LIMIT 1) AS e), \
                (SELECT COUNT(*) FROM (SELECT 1 FROM risk_payments WHERE payer = $1 \
-                  AND fingerprint <> $2 AND endpoint = $8 AND amount = '0' LIMIT $9) AS f)",
+                  AND fingerprint <> $2 AND endpoint = $8 AND amount = '0' LIMIT $9) AS f) \
+             FROM (SELECT COUNT(*) AS n, \
+                     CAST(COALESCE(SUM(CASE WHEN created_at_ms >= $3 THEN 1 ELSE 0 END), 0) AS BIGINT) AS h \
+                   FROM (SELECT created_at_ms FROM risk_payments WHERE payer = $1 \
+                     AND fingerprint <> $2 AND created_at_ms >= $4 \
+                     ORDER BY created_at_ms DESC LIMIT $9) AS recent) AS day",
         )
         .bind(q.payer.as_deref())
         .bind(q.fingerprint.as_str())
@@ -530,7 +532,7 @@ impl RiskStore for SqlStore {
         .bind(q.resource.as_deref())
         .bind(q.endpoint.as_deref())
         .bind(HISTORY_COUNT_CAP)
-        .fetch_one(&self.pool)
+        .fetch_one(&self.reads)
         .await?;
         let count = |n: i64| u64::try_from(n).unwrap_or(0);
         let mut counts = HistoryCounts {
@@ -553,7 +555,7 @@ impl RiskStore for SqlStore {
             .bind(q.asset.as_str())
             .bind(q.fingerprint.as_str())
             .bind(USUAL_RANGE_WINDOW)
-            .fetch_all(&self.pool)
+            .fetch_all(&self.reads)
             .await?;
             let parsed: Vec<alloy::primitives::U256> = amounts
                 .iter()
@@ -597,7 +599,7 @@ impl RiskStore for SqlStore {
     async fn review_for(&self, fingerprint: &str) -> Result<Option<Review>, StoreError> {
         let row: Option<ReviewRow> = sqlx::query_as(select_reviews!("WHERE fingerprint = $1"))
             .bind(fingerprint)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&self.reads)
             .await?;
         row.map(Review::try_from).transpose()
     }

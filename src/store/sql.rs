@@ -533,7 +533,7 @@ impl Store for SqlStore {
         let row: Option<SettlementRow> =
             sqlx::query_as(select_settlements!("WHERE fingerprint = $1"))
                 .bind(fingerprint.0.as_str())
-                .fetch_optional(&self.pool)
+                .fetch_optional(&self.reads)
                 .await?;
         row.map(SettlementRecord::try_from).transpose()
     }
@@ -782,7 +782,7 @@ impl Store for SqlStore {
             "SELECT subject, state, failures, opened_at_ms FROM policy_breakers WHERE subject = $1",
         )
         .bind(subject)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&self.reads)
         .await?;
         Ok(
             row.map(|(subject, state, failures, opened_at_ms)| BreakerRecord {
