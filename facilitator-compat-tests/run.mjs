@@ -246,6 +246,31 @@ function compatible(seller, buyer) {
 // ---------------------------------------------------------------------------------------------
 // Evidence (Gatehouse's SQLite `evidence` table), read with python3's sqlite3.
 
+/** A retried identical payment may be answered 200 (idempotent replay of the same settlement) or
+ * 402; it must never produce a second, different settlement, and the upstream settles once. */
+function checkReplay(res, s, settles, detail, fails) {
+  const r2 = res.replay;
+  if (!r2) fails.push("no replay was made");
+  else {
+    detail.replay = `${r2.status}${r2.reason ? ` ${r2.reason}` : ""}`;
+    if (r2.status === 200) {
+      if (!r2.settle || r2.settle.transaction !== s?.transaction)
+        fails.push(`replay answered 200 with a different settlement: ${JSON.stringify(r2.settle)}`);
+    } else if (r2.status !== 402) fails.push(`replay answered ${r2.status}`);
+  }
+  const ok = settles.filter((c) => c.result && c.result.success === true);
+  if (ok.length > 1) fails.push(`upstream settled ${ok.length} times`);
+}
+
+/** Gatehouse recorded evidence for the paid request's verify and settle; returns the records. */
+function checkPaidEvidence(gatehouseDb, evBefore, detail, fails) {
+  const ev = evidenceSince(gatehouseDb, evBefore);
+  detail.evidence = ev.map((e) => `${e.kind}:${e.decision}`).join(",");
+  if (!ev.some((e) => /verify/i.test(e.kind))) fails.push(`no verify evidence (got ${detail.evidence || "none"})`);
+  if (!ev.some((e) => /settle/i.test(e.kind))) fails.push(`no settle evidence (got ${detail.evidence || "none"})`);
+  return ev;
+}
+
 function evidenceSince(dbPath, seq) {
   const code = `
 import json, sqlite3, sys
@@ -349,26 +374,9 @@ async function scenario(kind, ctx, seller, buyer) {
     }
     if (after.payTo - before.payTo !== AMOUNT) fails.push(`payTo moved ${after.payTo - before.payTo}, want ${AMOUNT}`);
     if (before.buyer - after.buyer !== AMOUNT) fails.push(`buyer moved ${before.buyer - after.buyer}, want ${AMOUNT}`);
-    if (kind === "replay") {
-      const r2 = res.replay;
-      if (!r2) fails.push("no replay was made");
-      else {
-        detail.replay = `${r2.status}${r2.reason ? ` ${r2.reason}` : ""}`;
-        // A retried identical payment may be answered 200 (idempotent replay of the same
-        // settlement) or 402; it must never produce a second, different settlement.
-        if (r2.status === 200) {
-          if (!r2.settle || r2.settle.transaction !== s?.transaction)
-            fails.push(`replay answered 200 with a different settlement: ${JSON.stringify(r2.settle)}`);
-        } else if (r2.status !== 402) fails.push(`replay answered ${r2.status}`);
-      }
-      const ok = settles.filter((c) => c.result && c.result.success === true);
-      if (ok.length > 1) fails.push(`upstream settled ${ok.length} times`);
-    }
+    if (kind === "replay") checkReplay(res, s, settles, detail, fails);
     if (gatehouseDb) {
-      const ev = evidenceSince(gatehouseDb, evBefore);
-      detail.evidence = ev.map((e) => `${e.kind}:${e.decision}`).join(",");
-      if (!ev.some((e) => /verify/i.test(e.kind))) fails.push(`no verify evidence (got ${detail.evidence || "none"})`);
-      if (!ev.some((e) => /settle/i.test(e.kind))) fails.push(`no settle evidence (got ${detail.evidence || "none"})`);
+      const ev = checkPaidEvidence(gatehouseDb, evBefore, detail, fails);
       // x402-secure: Gatehouse scored the payment with the buyer's own session and trace.
       if (res.sid) {
         const scored = ev.filter((e) => /verify/i.test(e.kind)).map((e) => riskOf(e)?.context);
@@ -563,25 +571,8 @@ async function svmScenario(kind, ctx, seller, buyer) {
     if (before.buyer - after.buyer !== AMOUNT) fails.push(`buyer moved ${before.buyer - after.buyer}, want ${AMOUNT}`);
     // The fee was paid by the settling fee payer, the co-signer of the one transaction.
     if (!(after.fees < before.fees)) fails.push(`the fee payer ${feePayer.address} paid no fee`);
-    if (kind === "replay") {
-      const r2 = res.replay;
-      if (!r2) fails.push("no replay was made");
-      else {
-        detail.replay = `${r2.status}${r2.reason ? ` ${r2.reason}` : ""}`;
-        if (r2.status === 200) {
-          if (!r2.settle || r2.settle.transaction !== s?.transaction)
-            fails.push(`replay answered 200 with a different settlement: ${JSON.stringify(r2.settle)}`);
-        } else if (r2.status !== 402) fails.push(`replay answered ${r2.status}`);
-      }
-      const ok = settles.filter((c) => c.result && c.result.success === true);
-      if (ok.length > 1) fails.push(`upstream settled ${ok.length} times`);
-    }
-    if (gatehouseDb) {
-      const ev = evidenceSince(gatehouseDb, evBefore);
-      detail.evidence = ev.map((e) => `${e.kind}:${e.decision}`).join(",");
-      if (!ev.some((e) => /verify/i.test(e.kind))) fails.push(`no verify evidence (got ${detail.evidence || "none"})`);
-      if (!ev.some((e) => /settle/i.test(e.kind))) fails.push(`no settle evidence (got ${detail.evidence || "none"})`);
-    }
+    if (kind === "replay") checkReplay(res, s, settles, detail, fails);
+    if (gatehouseDb) checkPaidEvidence(gatehouseDb, evBefore, detail, fails);
   } else {
     if (res.status !== 402) fails.push(`status ${res.status}, want 402`);
     if (typeof res.reason !== "string" || !res.reason || res.reason.startsWith("unparseable"))

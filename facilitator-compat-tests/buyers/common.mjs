@@ -39,3 +39,48 @@ export function env(name) {
   }
   return v;
 }
+
+/** The response body as JSON when it parses, else the text. */
+export async function readBody(res) {
+  const text = await res.text();
+  try {
+    return text ? JSON.parse(text) : undefined;
+  } catch {
+    return text;
+  }
+}
+
+/** Status, decoded settle response and the refusal reason, as the v2 SDK's HTTP client parses them. */
+export async function describeV2(res, http) {
+  const body = await readBody(res);
+  const get = (n) => res.headers.get(n);
+  let settle = null;
+  let reason = null;
+  try {
+    if (get("PAYMENT-RESPONSE") || get("X-PAYMENT-RESPONSE")) settle = http.getPaymentSettleResponse(get);
+  } catch (e) {
+    settle = { decodeError: String(e.message || e) };
+  }
+  if (res.status === 402) {
+    try {
+      reason = http.getPaymentRequiredResponse(get, body).error ?? null;
+    } catch (e) {
+      reason = `unparseable 402: ${e.message || e}`;
+    }
+    // A 402 after a failed settle carries its reason in the decoded PAYMENT-RESPONSE instead.
+    if ((!reason || reason.startsWith("unparseable")) && settle && settle.errorReason) reason = settle.errorReason;
+  }
+  return { status: res.status, settle, reason, body };
+}
+
+/** Pays `url` once (and in replay mode re-sends the identical paid request), printing the result. */
+export async function runBuyer({ buyer, url, mode, pay, rec, describe }) {
+  try {
+    const res = await pay(url, { method: "GET", signal: AbortSignal.timeout(90_000) });
+    const out = { buyer, ...(await describe(res)) };
+    if (mode === "replay" && rec.state.paid) out.replay = await describe(await replay(rec.state.paid));
+    emit(out);
+  } catch (e) {
+    emit({ buyer, error: String(e && e.message ? e.message : e) });
+  }
+}

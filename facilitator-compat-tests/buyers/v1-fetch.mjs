@@ -1,7 +1,7 @@
 // Buyer using the legacy x402-fetch (v1). Env: SELLER_URL, BUYER_PRIVATE_KEY, MODE=pay|replay.
 // Prints `RESULT {json}` in the same shape as buyers/v2-fetch.mjs.
 import { createSigner, decodeXPaymentResponse, wrapFetchWithPayment } from "x402-fetch";
-import { emit, env, recordingFetch, replay } from "./common.mjs";
+import { env, readBody, recordingFetch, runBuyer } from "./common.mjs";
 
 const url = env("SELLER_URL");
 const mode = process.env.MODE || "pay";
@@ -11,13 +11,7 @@ const rec = recordingFetch();
 const pay = wrapFetchWithPayment(rec.fetch, signer);
 
 async function describe(res) {
-  const text = await res.text();
-  let body;
-  try {
-    body = text ? JSON.parse(text) : undefined;
-  } catch {
-    body = text;
-  }
+  const body = await readBody(res);
   let settle = null;
   const header = res.headers.get("X-PAYMENT-RESPONSE");
   if (header) {
@@ -31,11 +25,4 @@ async function describe(res) {
   return { status: res.status, settle, reason, body };
 }
 
-try {
-  const res = await pay(url, { method: "GET", signal: AbortSignal.timeout(90_000) });
-  const out = { buyer: "x402-fetch", ...(await describe(res)) };
-  if (mode === "replay" && rec.state.paid) out.replay = await describe(await replay(rec.state.paid));
-  emit(out);
-} catch (e) {
-  emit({ buyer: "x402-fetch", error: String(e && e.message ? e.message : e) });
-}
+await runBuyer({ buyer: "x402-fetch", url, mode, pay, rec, describe });

@@ -5,7 +5,7 @@
 import { privateKeyToAccount } from "viem/accounts";
 import { wrapFetchWithPayment, x402Client, x402HTTPClient } from "@x402/fetch";
 import { registerExactEvmScheme } from "@x402/evm/exact/client";
-import { emit, env, recordingFetch, replay } from "./common.mjs";
+import { describeV2, env, recordingFetch, runBuyer } from "./common.mjs";
 
 const url = env("SELLER_URL");
 const account = privateKeyToAccount(env("BUYER_PRIVATE_KEY"));
@@ -24,39 +24,4 @@ const http = new x402HTTPClient(client);
 const rec = recordingFetch();
 const pay = wrapFetchWithPayment(rec.fetch, client);
 
-async function describe(res) {
-  const text = await res.text();
-  let body;
-  try {
-    body = text ? JSON.parse(text) : undefined;
-  } catch {
-    body = text;
-  }
-  const get = (n) => res.headers.get(n);
-  let settle = null;
-  let reason = null;
-  try {
-    if (get("PAYMENT-RESPONSE") || get("X-PAYMENT-RESPONSE")) settle = http.getPaymentSettleResponse(get);
-  } catch (e) {
-    settle = { decodeError: String(e.message || e) };
-  }
-  if (res.status === 402) {
-    try {
-      reason = http.getPaymentRequiredResponse(get, body).error ?? null;
-    } catch (e) {
-      reason = `unparseable 402: ${e.message || e}`;
-    }
-    // A 402 after a failed settle carries its reason in the decoded PAYMENT-RESPONSE instead.
-    if ((!reason || reason.startsWith("unparseable")) && settle && settle.errorReason) reason = settle.errorReason;
-  }
-  return { status: res.status, settle, reason, body };
-}
-
-try {
-  const res = await pay(url, { method: "GET", signal: AbortSignal.timeout(90_000) });
-  const out = { buyer: "@x402/fetch", ...(await describe(res)) };
-  if (mode === "replay" && rec.state.paid) out.replay = await describe(await replay(rec.state.paid));
-  emit(out);
-} catch (e) {
-  emit({ buyer: "@x402/fetch", error: String(e && e.message ? e.message : e) });
-}
+await runBuyer({ buyer: "@x402/fetch", url, mode, pay, rec, describe: (res) => describeV2(res, http) });

@@ -13,9 +13,9 @@ use std::sync::{Arc, Mutex};
 use sqlx::AnyPool;
 use tokio::sync::oneshot;
 
-use super::sql::{Dialect, EvidenceRow};
+use super::sql::Dialect;
 use super::{EvidenceDraft, EvidenceRecord, StoreError};
-use crate::evidence::{canonical_json, record_hash};
+use crate::evidence::{canonical_json, expected_hash};
 
 /// Most records one transaction appends; the rest wait for the next batch.
 const BATCH_MAX: usize = 256;
@@ -169,48 +169,41 @@ async fn append_all(
         seq = seq
             .checked_add(1)
             .ok_or(StoreError::OutOfRange { field: "seq" })?;
-        let hash = record_hash(
-            &prev_hash,
+        let mut appended = EvidenceRecord {
             seq,
-            u64::try_from(record.created_at_ms).map_err(|_| StoreError::OutOfRange {
-                field: "created_at_ms",
+            created_at_ms: u64::try_from(record.created_at_ms).map_err(|_| {
+                StoreError::OutOfRange {
+                    field: "created_at_ms",
+                }
             })?,
-            &record.kind,
-            record.gate.as_deref(),
-            record.fingerprint.as_deref(),
-            &record.decision,
-            &record.request_id,
-            &record.body,
-        );
-        sqlx::query(
-            "INSERT INTO evidence (seq, created_at_ms, kind, gate, fingerprint, decision, \
-             request_id, body, prev_hash, hash) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-        )
-        .bind(seq)
-        .bind(record.created_at_ms)
-        .bind(record.kind.as_str())
-        .bind(record.gate.as_deref())
-        .bind(record.fingerprint.as_deref())
-        .bind(record.decision.as_str())
-        .bind(record.request_id.as_str())
-        .bind(record.body.as_str())
-        .bind(prev_hash.as_str())
-        .bind(hash.as_str())
-        .execute(&mut *tx)
-        .await?;
-        let row = EvidenceRow {
-            seq,
-            created_at_ms: record.created_at_ms,
             kind: record.kind.clone(),
             gate: record.gate.clone(),
             fingerprint: record.fingerprint.clone(),
             decision: record.decision.clone(),
             request_id: record.request_id.clone(),
             body: record.body.clone(),
-            prev_hash: std::mem::replace(&mut prev_hash, hash.clone()),
-            hash,
+            prev_hash: prev_hash.clone(),
+            hash: String::new(),
         };
-        stored.push(EvidenceRecord::try_from(row)?);
+        appended.hash = expected_hash(&appended);
+        sqlx::query(
+            "INSERT INTO evidence (seq, created_at_ms, kind, gate, fingerprint, decision, \
+             request_id, body, prev_hash, hash) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+        )
+        .bind(seq)
+        .bind(record.created_at_ms)
+        .bind(appended.kind.as_str())
+        .bind(appended.gate.as_deref())
+        .bind(appended.fingerprint.as_deref())
+        .bind(appended.decision.as_str())
+        .bind(appended.request_id.as_str())
+        .bind(appended.body.as_str())
+        .bind(appended.prev_hash.as_str())
+        .bind(appended.hash.as_str())
+        .execute(&mut *tx)
+        .await?;
+        prev_hash.clone_from(&appended.hash);
+        stored.push(appended);
     }
     let advanced =
         sqlx::query("UPDATE evidence_head SET seq = $1, hash = $2 WHERE id = 1 AND seq = $3")
@@ -226,11 +219,5 @@ async fn append_all(
         ));
     }
     tx.commit().await?;
-    debug_assert!(
-        stored
-            .iter()
-            .all(|r| crate::evidence::expected_hash(r) == r.hash),
-        "stored records must verify"
-    );
     Ok(stored)
 }

@@ -407,17 +407,17 @@ impl TryFrom<SettlementRow> for SettlementRecord {
 }
 
 #[derive(FromRow)]
-pub(crate) struct EvidenceRow {
-    pub(crate) seq: i64,
-    pub(crate) created_at_ms: i64,
-    pub(crate) kind: String,
-    pub(crate) gate: Option<String>,
-    pub(crate) fingerprint: Option<String>,
-    pub(crate) decision: String,
-    pub(crate) request_id: String,
-    pub(crate) body: String,
-    pub(crate) prev_hash: String,
-    pub(crate) hash: String,
+struct EvidenceRow {
+    seq: i64,
+    created_at_ms: i64,
+    kind: String,
+    gate: Option<String>,
+    fingerprint: Option<String>,
+    decision: String,
+    request_id: String,
+    body: String,
+    prev_hash: String,
+    hash: String,
 }
 
 impl TryFrom<EvidenceRow> for EvidenceRecord {
