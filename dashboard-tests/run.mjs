@@ -233,9 +233,9 @@ async function main() {
       const button = page.locator(`#breakers button[data-subject="${subject}"]`);
       await button.waitFor({ timeout: 5_000 });
       await button.click();
-      // The action's status line says "reset" once the POST has been answered (the button's
-      // own label also contains "Reset", so match the status span exactly).
-      await page.locator('#breakers span.status').filter({ hasText: /^reset$/ }).first().waitFor({ timeout: 5_000 });
+      // The breakers card's notice names the subject once the POST has been answered (the table
+      // itself reloads at once, and the reset breaker then has no button or status of its own).
+      await page.locator('#breaker-notice').filter({ hasText: `reset ${subject}` }).waitFor({ timeout: 5_000 });
       const after = await postJson(`${gh.base}/verify`, paymentBody({ payer: BAD_PAYER, resource: 'https://api.example.com/other' }));
       check(after.json.isValid === true, `after the reset the payer is served again: ${JSON.stringify(after.json)}`);
       await page.screenshot({ path: path.join(shots, 'policies.png'), fullPage: true });

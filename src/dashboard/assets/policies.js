@@ -55,6 +55,9 @@ export function render(root, { principal }) {
   const endpoints = section('Endpoints (configured and discovered), caps and use', 'endpoints');
   const pins = section('Pinned recipients', 'pins');
   const breakers = section('Circuit breakers', 'breakers');
+  // Outside the table, which reloads after a reset: the outcome stays readable.
+  const notice = h('p', { class: 'muted', id: 'breaker-notice', role: 'status' });
+  breakers.el.append(notice);
   root.append(h('h1', {}, 'Policies'), breakers.el, endpoints.el, pins.el, policy.el);
 
   const loadBreakers = () => fill(breakers, '/policy/breakers', (body) => {
@@ -64,6 +67,7 @@ export function render(root, { principal }) {
       const [btn, out] = action('Reset', async () => {
         await post('/policy/breakers/reset', { subject: b.subject });
         out.textContent = 'reset';
+        notice.textContent = `reset ${b.subject}`;
         loadBreakers();
       }, 'danger');
       btn.dataset.subject = b.subject;
