@@ -527,3 +527,40 @@ async fn buyers_open_disputes_with_their_wallet_signature() {
     assert_eq!(story["disputes"][0]["dispute"]["reason"], reason, "{story}");
     gh.stop().await.expect("stops");
 }
+
+/// The search index catches up in the background: a payment's records are indexed without any
+/// search asking for them (before, the first search after a busy spell indexed everything).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_search_index_catches_up_without_a_search() {
+    let upstream = test_upstream::start(std::time::Duration::ZERO).await;
+    let db = TestDb::sqlite();
+    let gh = start(with_admin_tokens(test_config(&db.url, &upstream.url))).await;
+    let base = format!("http://{}", gh.addr);
+    let body = v2_body(&nonce());
+    let (_, answer, _) = post_json(&format!("{base}/verify"), &body).await;
+    assert_eq!(answer["isValid"], true, "{answer}");
+    // The fingerprint as the store knows it, read from the chain (not through a search).
+    let store = gatehouse::store::connect(&db.url).await.expect("store");
+    let records = store.evidence_after(0, 100).await.expect("evidence");
+    let fingerprint = records
+        .iter()
+        .find_map(|r| r.fingerprint.clone())
+        .expect("the verify record names its payment");
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(15);
+    loop {
+        if store
+            .payment_fields(&fingerprint)
+            .await
+            .expect("index read")
+            .is_some()
+        {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the payment was not indexed in the background"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    gh.stop().await.unwrap();
+}

@@ -11,6 +11,28 @@ use crate::store::evidence::{EvidenceQuery, IndexFields, MAX_PAGE};
 /// Default page size.
 pub const DEFAULT_PAGE: u32 = 50;
 
+/// How often the background indexer brings the search index up to the chain's head.
+pub const INDEX_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Keeps the search index caught up in the background, so the first search after a busy
+/// spell does not pay for indexing every record appended since the last one (searches still
+/// catch up themselves before answering, so they never miss a record).
+pub fn spawn_indexer(
+    store: std::sync::Arc<dyn crate::store::Store>,
+    every: std::time::Duration,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut ticks = tokio::time::interval(every);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticks.tick().await;
+            if let Err(error) = store.index_evidence().await {
+                tracing::warn!(%error, "Evidence index catch-up failed; searches catch up themselves.");
+            }
+        }
+    })
+}
+
 /// The first string found at any of `paths` (each a list of object keys).
 fn first_str(body: &Value, paths: &[&[&str]]) -> Option<String> {
     paths.iter().find_map(|path| {

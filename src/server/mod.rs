@@ -385,7 +385,7 @@ pub struct Running {
     /// Reloads the risk rules on change.
     rules_task: Option<tokio::task::JoinHandle<()>>,
     prune_task: Option<tokio::task::JoinHandle<()>>,
-    /// The policy file reloader and the webhook drainer.
+    /// The policy file reloader, the webhook drainer and the evidence indexer.
     policy_tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
@@ -507,7 +507,11 @@ pub async fn start_with_clock(config: Config, clock: SharedClock) -> Result<Runn
         state.evidence.clone(),
         Duration::from_secs(state.config.evidence.prune_interval_secs),
     );
-    let policy_tasks = spawn_policy_tasks(&state, hooks, clock);
+    let mut policy_tasks = spawn_policy_tasks(&state, hooks, clock);
+    policy_tasks.push(crate::evidence::query::spawn_indexer(
+        state.pipeline.store().clone(),
+        crate::evidence::query::INDEX_EVERY,
+    ));
     tracing::info!(%addr, "Gatehouse listening.");
     Ok(Running {
         addr,
