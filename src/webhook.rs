@@ -30,6 +30,12 @@ use crate::store::{Store, StoreError, WebhookAttempt, WebhookRow};
 const DRAIN_INTERVAL: Duration = Duration::from_millis(250);
 /// Bound on rows handled per drain pass.
 const DRAIN_BATCH: u32 = 100;
+/// How often finished outbox rows are pruned.
+pub const PRUNE_EVERY_MS: u64 = 10 * 60 * 1000;
+/// How long a delivered webhook (and its routed event) stays in the outbox.
+pub const KEEP_DONE_MS: u64 = 7 * 24 * 3600 * 1000;
+/// How long a failed webhook stays in the outbox.
+pub const KEEP_FAILED_MS: u64 = 30 * 24 * 3600 * 1000;
 /// Bound on the error text kept per attempt.
 const ERROR_TEXT_MAX: usize = 300;
 
@@ -273,6 +279,8 @@ pub struct Drainer {
     store: Arc<dyn Store>,
     hooks: Webhooks,
     clock: SharedClock,
+    /// When the outbox was last pruned (ms since the epoch; 0: not yet).
+    pruned_at_ms: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl Drainer {
@@ -282,6 +290,7 @@ impl Drainer {
             store,
             hooks,
             clock,
+            pruned_at_ms: Arc::new(std::sync::atomic::AtomicU64::new(0)),
         }
     }
 
@@ -300,6 +309,7 @@ impl Drainer {
     /// One pass: routes new events, then attempts every due delivery. Returns the attempts made.
     pub async fn run_once(&self) -> Result<usize, StoreError> {
         let now_ms = self.clock.now_ms();
+        self.prune_if_due(now_ms).await?;
         for row in self.store.unrouted_webhooks(DRAIN_BATCH).await? {
             let urls = self.hooks.urls_for(&row.event);
             self.store.route_webhook(row.id, &urls, now_ms).await?;
@@ -333,6 +343,28 @@ impl Drainer {
             attempts += 1;
         }
         Ok(attempts)
+    }
+
+    /// Deletes finished outbox rows at most every [`PRUNE_EVERY_MS`]: delivered ones after
+    /// [`KEEP_DONE_MS`], failed ones (an operator may still be looking) after [`KEEP_FAILED_MS`].
+    async fn prune_if_due(&self, now_ms: u64) -> Result<(), StoreError> {
+        use std::sync::atomic::Ordering;
+        let last = self.pruned_at_ms.load(Ordering::Relaxed);
+        if last != 0 && now_ms.saturating_sub(last) < PRUNE_EVERY_MS {
+            return Ok(());
+        }
+        self.pruned_at_ms.store(now_ms.max(1), Ordering::Relaxed);
+        let pruned = self
+            .store
+            .prune_webhooks(
+                now_ms.saturating_sub(KEEP_DONE_MS),
+                now_ms.saturating_sub(KEEP_FAILED_MS),
+            )
+            .await?;
+        if pruned > 0 {
+            tracing::info!(pruned, "Finished webhook outbox rows pruned.");
+        }
+        Ok(())
     }
 
     async fn attempt(&self, hook: &Hook, row: &WebhookRow) -> WebhookAttempt {

@@ -8,7 +8,9 @@ mod store_support;
 use std::sync::Arc;
 
 use gatehouse::protocol::payment::Fingerprint;
-use gatehouse::store::{BudgetClaim, BudgetCounter, BudgetRequest, Reserve, Store, connect};
+use gatehouse::store::{
+    BudgetClaim, BudgetCounter, BudgetRequest, Reserve, Store, WebhookAttempt, connect,
+};
 use store_support::TestDb;
 
 const NOW: u64 = 1_000_000;
@@ -250,7 +252,64 @@ async fn half_open_admits_one_trial_at_a_time(db: TestDb) {
     assert_eq!(b.breaker("payer:x").await.unwrap().unwrap().state, "closed");
 }
 
+/// The webhook outbox drops finished rows by age: delivered deliveries and routed events after
+/// one cutoff, failed deliveries after another; pending and unrouted rows always stay.
+async fn finished_webhooks_are_pruned(db: TestDb) {
+    let store = connect(&db.url).await.unwrap();
+    let at = 1_000;
+    let route = |event: &'static str, url: &'static str| {
+        let store = store.clone();
+        async move {
+            let id = store.enqueue_webhook(event, "{}", at).await.unwrap();
+            assert!(
+                store
+                    .route_webhook(id, &[url.to_owned()], at)
+                    .await
+                    .unwrap()
+            );
+            let rows = store.list_webhooks(100).await.unwrap();
+            rows.into_iter()
+                .find(|r| r.url.as_deref() == Some(url))
+                .expect("a delivery row per url")
+                .id
+        }
+    };
+    let delivered = route("policy.a", "http://a.example/hook").await;
+    store
+        .webhook_attempted(delivered, &WebhookAttempt::Delivered { now_ms: at })
+        .await
+        .unwrap();
+    let failed = route("policy.b", "http://b.example/hook").await;
+    store
+        .webhook_attempted(
+            failed,
+            &WebhookAttempt::Failed {
+                error: "refused".into(),
+            },
+        )
+        .await
+        .unwrap();
+    let pending = route("policy.c", "http://c.example/hook").await;
+    let unrouted = store.enqueue_webhook("policy.d", "{}", at).await.unwrap();
+    let ids = |rows: Vec<gatehouse::store::WebhookRow>| {
+        let mut ids: Vec<i64> = rows.into_iter().map(|r| r.id).collect();
+        ids.sort_unstable();
+        ids
+    };
+
+    // Delivered and routed rows are past their cutoff; the failed one is not yet.
+    assert_eq!(store.prune_webhooks(at + 1, at - 1).await.unwrap(), 4);
+    let mut kept = vec![failed, pending, unrouted];
+    kept.sort_unstable();
+    assert_eq!(ids(store.list_webhooks(100).await.unwrap()), kept);
+    assert_eq!(store.prune_webhooks(at + 1, at + 1).await.unwrap(), 1);
+    let mut kept = vec![pending, unrouted];
+    kept.sort_unstable();
+    assert_eq!(ids(store.list_webhooks(100).await.unwrap()), kept);
+}
+
 on_both_backends!(
+    finished_webhooks_are_pruned,
     half_open_admits_one_trial_at_a_time,
     recent_payments_are_noted_atomically,
     reserve_commit_release,

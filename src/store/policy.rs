@@ -174,6 +174,15 @@ pub trait PolicyStore: Send + Sync {
 
     /// Every outbox row, newest first (admin and tests).
     async fn list_webhooks(&self, limit: u32) -> Result<Vec<WebhookRow>, StoreError>;
+
+    /// Deletes finished outbox rows: delivered deliveries and routed events created before
+    /// `done_before_ms`, failed deliveries created before `failed_before_ms`. Pending and
+    /// unrouted rows are never deleted. Returns how many went.
+    async fn prune_webhooks(
+        &self,
+        done_before_ms: u64,
+        failed_before_ms: u64,
+    ) -> Result<u64, StoreError>;
 }
 
 fn db_ms(ms: u64, field: &'static str) -> Result<i64, StoreError> {
@@ -515,5 +524,22 @@ impl PolicyStore for SqlStore {
             .fetch_all(&self.pool)
             .await?;
         Ok(rows.into_iter().map(WebhookRow::from).collect())
+    }
+
+    async fn prune_webhooks(
+        &self,
+        done_before_ms: u64,
+        failed_before_ms: u64,
+    ) -> Result<u64, StoreError> {
+        let pruned = sqlx::query(
+            "DELETE FROM webhook_outbox WHERE \
+             (state IN ('delivered', 'routed') AND created_at_ms < $1) \
+             OR (state = 'failed' AND created_at_ms < $2)",
+        )
+        .bind(db_ms(done_before_ms, "done_before_ms")?)
+        .bind(db_ms(failed_before_ms, "failed_before_ms")?)
+        .execute(&self.pool)
+        .await?;
+        Ok(pruned.rows_affected())
     }
 }
