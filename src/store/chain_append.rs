@@ -21,29 +21,32 @@ use crate::evidence::{canonical_json, expected_hash};
 const BATCH_MAX: usize = 256;
 
 /// A draft made ready to store: the checks that depend on it alone are done before it queues,
-/// so one bad draft cannot fail the batch it would have joined.
+/// so one bad draft cannot fail the batch it would have joined. The record's position
+/// (`seq`, `prev_hash`, `hash`) is filled in when its batch is appended.
 #[derive(Debug)]
 pub(crate) struct Prepared {
-    created_at_ms: i64,
-    kind: String,
-    gate: Option<String>,
-    fingerprint: Option<String>,
-    decision: String,
-    request_id: String,
-    body: String,
+    record: EvidenceRecord,
+    /// `record.created_at_ms` as the database stores it.
+    created_at_db: i64,
 }
 
 impl Prepared {
     /// Canonicalises the body and range-checks the timestamp.
     pub(crate) fn new(draft: EvidenceDraft) -> Result<Self, StoreError> {
         Ok(Self {
-            created_at_ms: super::sql::to_db_ms(draft.created_at_ms, "created_at_ms")?,
-            body: canonical_json(&draft.body),
-            kind: draft.kind,
-            gate: draft.gate,
-            fingerprint: draft.fingerprint.map(|f| f.0),
-            decision: draft.decision,
-            request_id: draft.request_id,
+            created_at_db: super::sql::to_db_ms(draft.created_at_ms, "created_at_ms")?,
+            record: EvidenceRecord {
+                seq: 0,
+                created_at_ms: draft.created_at_ms,
+                kind: draft.kind,
+                gate: draft.gate,
+                fingerprint: draft.fingerprint.map(|f| f.0),
+                decision: draft.decision,
+                request_id: draft.request_id,
+                body: canonical_json(&draft.body),
+                prev_hash: String::new(),
+                hash: String::new(),
+            },
         })
     }
 }
@@ -171,19 +174,8 @@ async fn append_all(
             .ok_or(StoreError::OutOfRange { field: "seq" })?;
         let mut appended = EvidenceRecord {
             seq,
-            created_at_ms: u64::try_from(record.created_at_ms).map_err(|_| {
-                StoreError::OutOfRange {
-                    field: "created_at_ms",
-                }
-            })?,
-            kind: record.kind.clone(),
-            gate: record.gate.clone(),
-            fingerprint: record.fingerprint.clone(),
-            decision: record.decision.clone(),
-            request_id: record.request_id.clone(),
-            body: record.body.clone(),
             prev_hash: prev_hash.clone(),
-            hash: String::new(),
+            ..record.record.clone()
         };
         appended.hash = expected_hash(&appended);
         sqlx::query(
@@ -191,7 +183,7 @@ async fn append_all(
              request_id, body, prev_hash, hash) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
         )
         .bind(seq)
-        .bind(record.created_at_ms)
+        .bind(record.created_at_db)
         .bind(appended.kind.as_str())
         .bind(appended.gate.as_deref())
         .bind(appended.fingerprint.as_deref())

@@ -9,7 +9,7 @@
 use async_trait::async_trait;
 use sqlx::FromRow;
 
-use super::sql::SqlStore;
+use super::sql::{EvidenceRow, SqlStore, evidence_records};
 use super::{EvidenceRecord, StoreError};
 use crate::evidence::TOMBSTONE_BODY;
 use crate::evidence::query::index_fields;
@@ -386,45 +386,6 @@ fn bind_all_as<'q, T>(
     q
 }
 
-#[derive(Debug, FromRow)]
-struct Row {
-    seq: i64,
-    created_at_ms: i64,
-    kind: String,
-    gate: Option<String>,
-    fingerprint: Option<String>,
-    decision: String,
-    request_id: String,
-    body: String,
-    prev_hash: String,
-    hash: String,
-}
-
-impl TryFrom<Row> for EvidenceRecord {
-    type Error = StoreError;
-
-    fn try_from(row: Row) -> Result<Self, StoreError> {
-        Ok(Self {
-            seq: row.seq,
-            created_at_ms: u64::try_from(row.created_at_ms).map_err(|_| {
-                StoreError::Corrupt(format!("negative created_at_ms at seq {}", row.seq))
-            })?,
-            kind: row.kind,
-            gate: row.gate,
-            fingerprint: row.fingerprint,
-            decision: row.decision,
-            request_id: row.request_id,
-            body: row.body,
-            prev_hash: row.prev_hash,
-            hash: row.hash,
-        })
-    }
-}
-
-fn records(rows: Vec<Row>) -> Result<Vec<EvidenceRecord>, StoreError> {
-    rows.into_iter().map(EvidenceRecord::try_from).collect()
-}
-
 const EVIDENCE_COLUMNS: &str = "e.seq, e.created_at_ms, e.kind, e.gate, e.fingerprint, \
      e.decision, e.request_id, e.body, e.prev_hash, e.hash";
 
@@ -486,12 +447,16 @@ fn merge_fields(a: Option<IndexFields>, b: Option<IndexFields>) -> Option<IndexF
 #[async_trait]
 impl EvidenceStore for SqlStore {
     async fn index_evidence(&self) -> Result<u64, StoreError> {
+        // One catch-up at a time in this process: a search arriving while the background
+        // indexer runs waits for it and then finds little left, instead of indexing the same
+        // pages again beside it.
+        let _catching_up = self.indexing.lock().await;
         let mut indexed = 0u64;
         loop {
             let (last,): (Option<i64>,) = sqlx::query_as("SELECT MAX(seq) FROM evidence_index")
                 .fetch_one(&self.pool)
                 .await?;
-            let rows: Vec<Row> = sqlx::query_as(
+            let rows: Vec<EvidenceRow> = sqlx::query_as(
                 "SELECT seq, created_at_ms, kind, gate, fingerprint, decision, request_id, body, \
                  prev_hash, hash FROM evidence WHERE seq > $1 ORDER BY seq LIMIT $2",
             )
@@ -507,7 +472,7 @@ impl EvidenceStore for SqlStore {
             let mut page: std::collections::HashMap<String, IndexFields> =
                 std::collections::HashMap::new();
             let mut prepared = Vec::with_capacity(count);
-            for record in records(rows)? {
+            for record in evidence_records(rows)? {
                 let mut fields = index_fields(&record);
                 // Records without the payment (reconcile, disputes) inherit its parties.
                 if let Some(fp) = &record.fingerprint
@@ -570,10 +535,10 @@ impl EvidenceStore for SqlStore {
         conditions(query, &mut sql, &mut args);
         args.push(Arg::Int(page(query.limit)));
         sql.push_str(&format!(" ORDER BY i.seq LIMIT ${}", args.len()));
-        let rows: Vec<Row> = bind_all_as(sqlx::query_as(sqlx::AssertSqlSafe(sql)), args)
+        let rows: Vec<EvidenceRow> = bind_all_as(sqlx::query_as(sqlx::AssertSqlSafe(sql)), args)
             .fetch_all(&self.reads)
             .await?;
-        records(rows)
+        evidence_records(rows)
     }
 
     async fn search_payments(
@@ -636,7 +601,7 @@ impl EvidenceStore for SqlStore {
     }
 
     async fn evidence_record(&self, seq: i64) -> Result<Option<EvidenceRecord>, StoreError> {
-        let row: Option<Row> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        let row: Option<EvidenceRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
             "SELECT {EVIDENCE_COLUMNS} FROM evidence e WHERE e.seq = $1"
         )))
         .bind(seq)

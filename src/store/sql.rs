@@ -107,6 +107,8 @@ pub struct SqlStore {
     pub(crate) reads: AnyPool,
     /// Concurrent evidence appends, committed together (group commit).
     appends: super::chain_append::AppendQueue,
+    /// Held while the evidence search index catches up (see `index_evidence`).
+    pub(super) indexing: tokio::sync::Mutex<()>,
 }
 
 impl SqlStore {
@@ -134,6 +136,7 @@ impl SqlStore {
             pool,
             dialect: Dialect(Backend::Postgres),
             appends: Default::default(),
+            indexing: Default::default(),
         })
     }
 
@@ -186,6 +189,7 @@ impl SqlStore {
                 pool,
                 dialect: Dialect(Backend::Sqlite),
                 appends: Default::default(),
+                indexing: Default::default(),
             });
         }
         // SQLite has one writer at a time. Writers on several connections meet at the file
@@ -208,6 +212,7 @@ impl SqlStore {
             reads,
             dialect: Dialect(Backend::Sqlite),
             appends: Default::default(),
+            indexing: Default::default(),
         })
     }
 
@@ -407,7 +412,7 @@ impl TryFrom<SettlementRow> for SettlementRecord {
 }
 
 #[derive(FromRow)]
-struct EvidenceRow {
+pub(super) struct EvidenceRow {
     seq: i64,
     created_at_ms: i64,
     kind: String,
@@ -439,7 +444,7 @@ impl TryFrom<EvidenceRow> for EvidenceRecord {
     }
 }
 
-fn evidence_records(rows: Vec<EvidenceRow>) -> Result<Vec<EvidenceRecord>, StoreError> {
+pub(super) fn evidence_records(rows: Vec<EvidenceRow>) -> Result<Vec<EvidenceRecord>, StoreError> {
     rows.into_iter().map(EvidenceRecord::try_from).collect()
 }
 
