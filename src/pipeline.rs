@@ -28,7 +28,8 @@ use crate::protocol::{
 };
 use crate::risk::payment::{DecisionSummary, RiskInputs, RiskService};
 use crate::store::{
-    Begin, EvidenceDraft, SettlementClaim, SettlementOutcome, SettlementState, Store,
+    Begin, EvidenceDraft, RiskPaymentRow, SettlementClaim, SettlementOutcome, SettlementState,
+    Store,
 };
 use crate::telemetry;
 use crate::upstream::{Upstream, UpstreamAnswer, UpstreamError};
@@ -485,6 +486,7 @@ impl Pipeline {
                         .await;
                     run.risk = Some(outcome.evidence);
                     run.risk_summary = outcome.summary;
+                    run.risk_history = outcome.history;
                     run.push(outcome.verdict);
                 }
                 None => {
@@ -622,7 +624,9 @@ impl Pipeline {
                 "elapsed_ms": run.elapsed_ms(&*self.clock),
             }),
         );
-        self.store.append_evidence(draft).await.map(|_| ())
+        // An approved payment joins the risk history in the same transaction as its record.
+        let history = run.risk_history.clone().filter(|_| run.allowed());
+        self.store.append_decision(draft, history).await.map(|_| ())
     }
 
     /// Refuses a settle: the failure response, recorded as evidence.
@@ -730,6 +734,8 @@ struct Run {
     risk: Option<Value>,
     /// The risk decision, for response headers.
     risk_summary: Option<DecisionSummary>,
+    /// The payment for the risk history, stored with the evidence record if approved.
+    risk_history: Option<RiskPaymentRow>,
     /// Per-step latency for `/metrics`.
     lap: crate::metrics::Lap,
 }
@@ -747,6 +753,7 @@ impl Run {
             risk_inputs: ctx.risk.clone(),
             risk: None,
             risk_summary: None,
+            risk_history: None,
             lap: crate::metrics::Lap::start(),
         }
     }

@@ -89,18 +89,14 @@ pub fn payment_facts(payment: &Payment, gate: Gate) -> PaymentFacts {
 }
 
 /// History facts from the store's counts.
-pub fn history_facts(
-    counts: &HistoryCounts,
-    endpoint_known: bool,
-    disputes_upheld: u64,
-) -> HistoryFacts {
+pub fn history_facts(counts: &HistoryCounts, endpoint_known: bool) -> HistoryFacts {
     HistoryFacts {
         payer_payments_1h: counts.payer_1h,
         payer_payments_24h: counts.payer_24h,
         payer_same_resource_5m: counts.same_resource_5m,
         payer_to_payee_before: counts.to_payee,
         endpoint_first_seen: endpoint_known && counts.endpoint_seen == 0,
-        payer_disputes_upheld: disputes_upheld,
+        payer_disputes_upheld: counts.disputes_upheld,
         payer_free_payments_to_endpoint: counts.free_to_endpoint,
     }
 }

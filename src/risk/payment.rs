@@ -280,6 +280,10 @@ pub struct RiskOutcome {
     pub evidence: Value,
     /// The decision, when one was made (absent when the step could not run).
     pub summary: Option<DecisionSummary>,
+    /// The payment for the risk history, when the risk step allowed it. The caller stores it
+    /// with the decision's evidence record, in the same transaction, so the history holds
+    /// exactly the payments that were approved and recorded.
+    pub history: Option<RiskPaymentRow>,
 }
 
 /// Scores payments.
@@ -309,6 +313,9 @@ struct Built {
     context: RiskContext,
     mandate: Option<mandate::Parsed>,
     notes: Vec<String>,
+    /// Whether the store holds a review of this payment (read with the history, so the common
+    /// case, none, costs no extra round trip).
+    has_review: bool,
 }
 
 impl RiskService {
@@ -466,17 +473,11 @@ impl RiskService {
                 now_ms,
             })
             .await?;
-        let disputes_upheld = match &payment.payer {
-            Some(payer) => {
-                crate::evidence::dispute::upheld_disputes_for_payer(&*self.store, payer).await?
-            }
-            None => 0,
-        };
         if session.is_none() && inputs.sid.is_none() {
             notes.push("no risk session named".into());
         }
         let context = RiskContext {
-            history: history::history_facts(&counts, endpoint.is_some(), disputes_upheld),
+            history: history::history_facts(&counts, endpoint.is_some()),
             endpoint: history::endpoint_facts(&self.config, &payment, &counts),
             payment,
             session,
@@ -487,6 +488,7 @@ impl RiskService {
             context,
             mandate,
             notes,
+            has_review: counts.has_review,
         })
     }
 
@@ -620,7 +622,11 @@ impl RiskService {
             .as_ref()
             .map(|m| m.problems.clone())
             .unwrap_or_default();
-        let prior = self.store.review_for(fingerprint).await?;
+        let prior = if built.has_review {
+            self.store.review_for(fingerprint).await?
+        } else {
+            None
+        };
         let mut checked = vec![match &assessment {
             Some(a) => format!("risk rules {} scored {}", a.rule_set, a.score),
             None => "no risk rules configured".to_owned(),
@@ -649,6 +655,7 @@ impl RiskService {
         };
         let mut summary = self.summary(decision, assessment.as_ref(), reasons);
         let mut review_record = None;
+        let mut history = None;
         let verdict = match decision {
             Decision::Deny => Verdict::deny(
                 Step::Risk,
@@ -747,18 +754,16 @@ impl RiskService {
                         )
                         .await?;
                 }
-                self.store
-                    .record_risk_payment(&RiskPaymentRow {
-                        fingerprint: fingerprint.to_owned(),
-                        payer: built.context.payment.payer.clone(),
-                        pay_to: payment.pay_to.clone(),
-                        resource: payment.resource.clone(),
-                        endpoint: history::endpoint_key(payment.resource.as_deref()),
-                        amount: payment.amount.to_string(),
-                        asset: payment.asset.clone(),
-                        created_at_ms: now_ms,
-                    })
-                    .await?;
+                history = Some(RiskPaymentRow {
+                    fingerprint: fingerprint.to_owned(),
+                    payer: built.context.payment.payer.clone(),
+                    pay_to: payment.pay_to.clone(),
+                    resource: payment.resource.clone(),
+                    endpoint: history::endpoint_key(payment.resource.as_deref()),
+                    amount: payment.amount.to_string(),
+                    asset: payment.asset.clone(),
+                    created_at_ms: now_ms,
+                });
                 if let Some(review) = &prior {
                     summary.review_id = Some(review.id.clone());
                 }
@@ -769,7 +774,7 @@ impl RiskService {
                 v
             }
         };
-        Ok(self.outcome(
+        let mut outcome = self.outcome(
             verdict,
             built,
             assessment,
@@ -777,7 +782,9 @@ impl RiskService {
             inputs,
             notes,
             review_record,
-        ))
+        );
+        outcome.history = history;
+        Ok(outcome)
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -807,6 +814,7 @@ impl RiskService {
             verdict,
             evidence,
             summary: (!silent).then_some(summary),
+            history: None,
         }
     }
 
@@ -889,6 +897,7 @@ fn refuse_input(code: ReasonCode, message: String, inputs: &RiskInputs) -> RiskO
         verdict: Verdict::deny(Step::Risk, Reason::new(code, format!("risk: {message}"))),
         evidence: json!({"context": Value::Null, "assessment": Value::Null, "inputs": inputs_json(inputs), "error": message}),
         summary: None,
+        history: None,
     }
 }
 
@@ -903,6 +912,7 @@ fn unavailable(error: &StoreError) -> RiskOutcome {
         ),
         evidence: json!({"context": Value::Null, "assessment": Value::Null, "error": error.to_string()}),
         summary: None,
+        history: None,
     }
 }
 

@@ -14,11 +14,15 @@ use sqlx::AnyPool;
 use tokio::sync::oneshot;
 
 use super::sql::Dialect;
-use super::{EvidenceDraft, EvidenceRecord, StoreError};
+use super::{EvidenceDraft, EvidenceRecord, RiskPaymentRow, StoreError};
 use crate::evidence::{canonical_json, expected_hash};
 
 /// Most records one transaction appends; the rest wait for the next batch.
 const BATCH_MAX: usize = 256;
+
+// 10 parameters per record: SQLite (since 3.32) and PostgreSQL both take far more than
+// BATCH_MAX × 10 in one statement.
+const _: () = assert!(BATCH_MAX * 10 < 32_766);
 
 /// A draft made ready to store: the checks that depend on it alone are done before it queues,
 /// so one bad draft cannot fail the batch it would have joined. The record's position
@@ -28,12 +32,26 @@ pub(crate) struct Prepared {
     record: EvidenceRecord,
     /// `record.created_at_ms` as the database stores it.
     created_at_db: i64,
+    /// The approved payment's risk-history row, stored in the same transaction, with its
+    /// timestamp as the database stores it.
+    history: Option<(RiskPaymentRow, i64)>,
 }
 
 impl Prepared {
-    /// Canonicalises the body and range-checks the timestamp.
-    pub(crate) fn new(draft: EvidenceDraft) -> Result<Self, StoreError> {
+    /// Canonicalises the body and range-checks the timestamps.
+    pub(crate) fn new(
+        draft: EvidenceDraft,
+        history: Option<RiskPaymentRow>,
+    ) -> Result<Self, StoreError> {
+        let history = match history {
+            Some(row) => {
+                let at = super::sql::to_db_ms(row.created_at_ms, "created_at_ms")?;
+                Some((row, at))
+            }
+            None => None,
+        };
         Ok(Self {
+            history,
             created_at_db: super::sql::to_db_ms(draft.created_at_ms, "created_at_ms")?,
             record: EvidenceRecord {
                 seq: 0,
@@ -148,18 +166,24 @@ async fn append_all(
     records: &[Prepared],
 ) -> Result<Vec<EvidenceRecord>, StoreError> {
     let mut tx = pool.begin_with(dialect.begin_chain_write()).await?;
-    let (head_seq, head_hash): (i64, String) = sqlx::query_as(dialect.select_chain_head())
-        .fetch_one(&mut *tx)
-        .await?;
-    // Pair the head row with the chain itself: the head must name the last record.
-    if head_seq > 0 {
-        let (last_hash,): (String,) = sqlx::query_as("SELECT hash FROM evidence WHERE seq = $1")
+    // The head and the hash of the record it names, in one round trip: the head must name the
+    // last record.
+    let (head_seq, head_hash, mut last_hash): (i64, String, Option<String>) =
+        sqlx::query_as(dialect.select_chain_head())
+            .fetch_one(&mut *tx)
+            .await?;
+    if head_seq > 0 && last_hash.as_deref() != Some(head_hash.as_str()) {
+        // On PostgreSQL a statement that waited for the head's lock sees the head as the other
+        // appender left it but the evidence table as of before the wait; read it afresh before
+        // calling the chain broken.
+        last_hash = sqlx::query_as::<_, (String,)>("SELECT hash FROM evidence WHERE seq = $1")
             .bind(head_seq)
             .fetch_optional(&mut *tx)
             .await?
-            .ok_or_else(|| {
-                StoreError::Corrupt(format!("evidence head names missing seq {head_seq}"))
-            })?;
+            .map(|(hash,)| hash);
+        let last_hash = last_hash.ok_or_else(|| {
+            StoreError::Corrupt(format!("evidence head names missing seq {head_seq}"))
+        })?;
         if last_hash != head_hash {
             return Err(StoreError::Corrupt(format!(
                 "evidence head disagrees with record {head_seq}"
@@ -178,25 +202,32 @@ async fn append_all(
             ..record.record.clone()
         };
         appended.hash = expected_hash(&appended);
-        sqlx::query(
-            "INSERT INTO evidence (seq, created_at_ms, kind, gate, fingerprint, decision, \
-             request_id, body, prev_hash, hash) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-        )
-        .bind(seq)
-        .bind(record.created_at_db)
-        .bind(appended.kind.as_str())
-        .bind(appended.gate.as_deref())
-        .bind(appended.fingerprint.as_deref())
-        .bind(appended.decision.as_str())
-        .bind(appended.request_id.as_str())
-        .bind(appended.body.as_str())
-        .bind(appended.prev_hash.as_str())
-        .bind(appended.hash.as_str())
-        .execute(&mut *tx)
-        .await?;
         prev_hash.clone_from(&appended.hash);
         stored.push(appended);
     }
+    // The whole batch in one statement (a round trip per record held the chain lock longer).
+    let mut sql = String::from(
+        "INSERT INTO evidence (seq, created_at_ms, kind, gate, fingerprint, decision, \
+         request_id, body, prev_hash, hash) VALUES ",
+    );
+    push_placeholders(&mut sql, stored.len(), 10);
+    // Only numbered placeholders are formatted in; every value is bound.
+    let mut insert = sqlx::query(sqlx::AssertSqlSafe(sql));
+    for (record, appended) in records.iter().zip(&stored) {
+        insert = insert
+            .bind(appended.seq)
+            .bind(record.created_at_db)
+            .bind(appended.kind.as_str())
+            .bind(appended.gate.as_deref())
+            .bind(appended.fingerprint.as_deref())
+            .bind(appended.decision.as_str())
+            .bind(appended.request_id.as_str())
+            .bind(appended.body.as_str())
+            .bind(appended.prev_hash.as_str())
+            .bind(appended.hash.as_str());
+    }
+    insert.execute(&mut *tx).await?;
+    insert_history(&mut tx, records).await?;
     let advanced =
         sqlx::query("UPDATE evidence_head SET seq = $1, hash = $2 WHERE id = 1 AND seq = $3")
             .bind(seq)
@@ -212,4 +243,49 @@ async fn append_all(
     }
     tx.commit().await?;
     Ok(stored)
+}
+
+/// The batch's risk-history rows, in one statement (a payment already there keeps its row).
+async fn insert_history(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    records: &[Prepared],
+) -> Result<(), StoreError> {
+    let rows: Vec<_> = records.iter().filter_map(|r| r.history.as_ref()).collect();
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let mut sql = String::from(
+        "INSERT INTO risk_payments (fingerprint, payer, pay_to, resource, endpoint, amount, \
+         created_at_ms, asset) VALUES ",
+    );
+    push_placeholders(&mut sql, rows.len(), 8);
+    sql.push_str(" ON CONFLICT (fingerprint) DO NOTHING");
+    // Only numbered placeholders are formatted in; every value is bound.
+    let mut insert = sqlx::query(sqlx::AssertSqlSafe(sql));
+    for (row, at) in rows {
+        insert = insert
+            .bind(row.fingerprint.as_str())
+            .bind(row.payer.as_deref())
+            .bind(row.pay_to.as_str())
+            .bind(row.resource.as_deref())
+            .bind(row.endpoint.as_deref())
+            .bind(row.amount.as_str())
+            .bind(*at)
+            .bind(row.asset.as_str());
+    }
+    insert.execute(&mut **tx).await?;
+    Ok(())
+}
+
+/// Appends `rows` tuples of `columns` numbered placeholders: `($1, $2), ($3, $4)`.
+pub(crate) fn push_placeholders(sql: &mut String, rows: usize, columns: usize) {
+    use std::fmt::Write as _;
+    for row in 0..rows {
+        sql.push_str(if row == 0 { "(" } else { ", (" });
+        for col in 1..=columns {
+            let sep = if col == 1 { "" } else { ", " };
+            let _ = write!(sql, "{sep}${}", row * columns + col);
+        }
+        sql.push(')');
+    }
 }

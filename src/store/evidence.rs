@@ -462,7 +462,9 @@ impl EvidenceStore for SqlStore {
             )
             .bind(last.unwrap_or(0))
             .bind(INDEX_PAGE)
-            .fetch_all(&self.pool)
+            // The read connections: on SQLite the one writer connection stays free for
+            // payments while a page of bodies is read.
+            .fetch_all(&self.reads)
             .await?;
             let count = rows.len();
             // One transaction per page: committing each row alone costs a sync per record,
@@ -495,28 +497,33 @@ impl EvidenceStore for SqlStore {
                 }
                 prepared.push((record, fields));
             }
-            let mut tx = self.pool.begin().await?;
-            for (record, fields) in prepared {
-                let done = sqlx::query(
-                    "INSERT INTO evidence_index (seq, created_at_ms, kind, decision, fingerprint, \
-                     payer, payee, endpoint, tx, session) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT DO NOTHING",
-                )
-                .bind(record.seq)
-                .bind(to_ms(record.created_at_ms, "created_at_ms")?)
-                .bind(record.kind.as_str())
-                .bind(record.decision.as_str())
-                .bind(record.fingerprint.as_deref())
-                .bind(fields.payer.as_deref())
-                .bind(fields.payee.as_deref())
-                .bind(fields.endpoint.as_deref())
-                .bind(fields.tx.as_deref())
-                .bind(fields.session.as_deref())
-                .execute(&mut *tx)
-                .await?;
-                indexed += done.rows_affected();
+            if prepared.is_empty() {
+                return Ok(indexed);
             }
-            tx.commit().await?;
+            // The page in one statement: a round trip per row held the writer for the whole
+            // page, and payments waited behind it.
+            let mut sql = String::from(
+                "INSERT INTO evidence_index (seq, created_at_ms, kind, decision, fingerprint, \
+                 payer, payee, endpoint, tx, session) VALUES ",
+            );
+            super::chain_append::push_placeholders(&mut sql, prepared.len(), 10);
+            sql.push_str(" ON CONFLICT DO NOTHING");
+            // Only numbered placeholders are formatted in; every value is bound.
+            let mut insert = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for (record, fields) in &prepared {
+                insert = insert
+                    .bind(record.seq)
+                    .bind(to_ms(record.created_at_ms, "created_at_ms")?)
+                    .bind(record.kind.clone())
+                    .bind(record.decision.clone())
+                    .bind(record.fingerprint.clone())
+                    .bind(fields.payer.clone())
+                    .bind(fields.payee.clone())
+                    .bind(fields.endpoint.clone())
+                    .bind(fields.tx.clone())
+                    .bind(fields.session.clone());
+            }
+            indexed += insert.execute(&self.pool).await?.rows_affected();
             if (count as i64) < INDEX_PAGE {
                 return Ok(indexed);
             }

@@ -23,6 +23,7 @@ use crate::protocol::payment::Fingerprint;
 
 pub use ops::OpsStore;
 pub use policy::{AmountRange, LIST_LIMIT_MAX, PinRecord, PolicyStore, WebhookAttempt, WebhookRow};
+pub use risk::RiskPaymentRow;
 pub use sql::SqlStore;
 
 /// Which database a [`Store`] talks to.
@@ -85,7 +86,17 @@ pub trait Store:
     ) -> Result<Vec<SettlementRecord>, StoreError>;
 
     /// Appends one record to the evidence chain and returns it as stored.
-    async fn append_evidence(&self, draft: EvidenceDraft) -> Result<EvidenceRecord, StoreError>;
+    async fn append_evidence(&self, draft: EvidenceDraft) -> Result<EvidenceRecord, StoreError> {
+        self.append_decision(draft, None).await
+    }
+
+    /// Appends a decision's record and, in the same transaction, the approved payment's row of
+    /// the risk history (ignored if the payment already has one).
+    async fn append_decision(
+        &self,
+        draft: EvidenceDraft,
+        history: Option<RiskPaymentRow>,
+    ) -> Result<EvidenceRecord, StoreError>;
 
     /// Records with `seq > after_seq`, in order, at most `limit`.
     async fn evidence_after(

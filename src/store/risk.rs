@@ -100,6 +100,10 @@ pub struct HistoryCounts {
     pub endpoint_asset_payments: u64,
     /// See `endpoint_asset_payments`.
     pub endpoint_asset_range: Option<(String, String)>,
+    /// The payer's disputes resolved against them (refund owed).
+    pub disputes_upheld: u64,
+    /// Whether a review (pending or decided) exists for this payment.
+    pub has_review: bool,
 }
 
 /// A review hold's state.
@@ -208,8 +212,6 @@ pub trait RiskStore: Send + Sync {
         except_fingerprint: &str,
         since_ms: u64,
     ) -> Result<Vec<String>, StoreError>;
-    /// Records an approved payment for history (idempotent per fingerprint).
-    async fn record_risk_payment(&self, row: &RiskPaymentRow) -> Result<(), StoreError>;
     /// History counts for a payment.
     async fn risk_history(&self, query: &HistoryQuery) -> Result<HistoryCounts, StoreError>;
     /// Opens a pending review for a payment, or returns the one it already has.
@@ -479,25 +481,6 @@ impl RiskStore for SqlStore {
         Ok(rows.into_iter().map(|(a,)| a).collect())
     }
 
-    async fn record_risk_payment(&self, row: &RiskPaymentRow) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT INTO risk_payments (fingerprint, payer, pay_to, resource, endpoint, amount, \
-             created_at_ms, asset) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
-             ON CONFLICT (fingerprint) DO NOTHING",
-        )
-        .bind(row.fingerprint.as_str())
-        .bind(row.payer.as_deref())
-        .bind(row.pay_to.as_str())
-        .bind(row.resource.as_deref())
-        .bind(row.endpoint.as_deref())
-        .bind(row.amount.as_str())
-        .bind(db_ms(row.created_at_ms, "created_at_ms")?)
-        .bind(row.asset.as_str())
-        .execute(&self.pool)
-        .await?;
-        Ok(())
-    }
-
     async fn risk_history(&self, q: &HistoryQuery) -> Result<HistoryCounts, StoreError> {
         let now = db_ms(q.now_ms, "now_ms")?;
         let hour = now.saturating_sub(HOUR_MS as i64);
@@ -507,7 +490,16 @@ impl RiskStore for SqlStore {
         // a long history costs no more than one with a short one. A NULL payer, resource or
         // endpoint matches nothing, which is the count wanted then.
         // The last day's payments are read once, newest first, for both the day and the hour.
-        let (d, h, p, r, e, f): (i64, i64, i64, i64, i64, i64) = sqlx::query_as(
+        // The usual range is that of the endpoint's most recent approved payments in this
+        // token (index order): bounded work, and it follows a price change. Amounts are
+        // canonical decimal strings, so (length, text) order is numeric order.
+        macro_rules! recent_amounts {
+            () => {
+                "(SELECT amount FROM risk_payments WHERE endpoint = $8 AND asset = $10 \
+                 AND fingerprint <> $2 ORDER BY created_at_ms DESC LIMIT $11) AS u"
+            };
+        }
+        const SQL: &str = concat!(
             "SELECT day.n, day.h, \
                (SELECT COUNT(*) FROM (SELECT 1 FROM risk_payments WHERE payer = $1 \
                   AND fingerprint <> $2 AND pay_to = $6 LIMIT $9) AS p), \
@@ -516,58 +508,63 @@ impl RiskStore for SqlStore {
                (SELECT COUNT(*) FROM (SELECT 1 FROM risk_payments WHERE endpoint = $8 \
                   AND fingerprint <> $2 LIMIT 1) AS e), \
                (SELECT COUNT(*) FROM (SELECT 1 FROM risk_payments WHERE payer = $1 \
-                  AND fingerprint <> $2 AND endpoint = $8 AND amount = '0' LIMIT $9) AS f) \
+                  AND fingerprint <> $2 AND endpoint = $8 AND amount = '0' LIMIT $9) AS f), \
+               (SELECT COUNT(*) FROM ",
+            recent_amounts!(),
+            "), (SELECT amount FROM ",
+            recent_amounts!(),
+            " ORDER BY LENGTH(amount), amount LIMIT 1), (SELECT amount FROM ",
+            recent_amounts!(),
+            " ORDER BY LENGTH(amount) DESC, amount DESC LIMIT 1), \
+               (SELECT COUNT(*) FROM disputes WHERE payer = $12 AND outcome = 'refund_owed'), \
+               (SELECT COUNT(*) FROM risk_reviews WHERE fingerprint = $2) \
              FROM (SELECT COUNT(*) AS n, \
                      CAST(COALESCE(SUM(CASE WHEN created_at_ms >= $3 THEN 1 ELSE 0 END), 0) AS BIGINT) AS h \
                    FROM (SELECT created_at_ms FROM risk_payments WHERE payer = $1 \
                      AND fingerprint <> $2 AND created_at_ms >= $4 \
-                     ORDER BY created_at_ms DESC LIMIT $9) AS recent) AS day",
-        )
-        .bind(q.payer.as_deref())
-        .bind(q.fingerprint.as_str())
-        .bind(hour)
-        .bind(day)
-        .bind(five)
-        .bind(q.pay_to.as_str())
-        .bind(q.resource.as_deref())
-        .bind(q.endpoint.as_deref())
-        .bind(HISTORY_COUNT_CAP)
-        .fetch_one(&self.reads)
-        .await?;
+                     ORDER BY created_at_ms DESC LIMIT $9) AS recent) AS day"
+        );
+        #[allow(clippy::type_complexity)]
+        let (d, h, p, r, e, f, u, min, max, disputes, reviews): (
+            i64,
+            i64,
+            i64,
+            i64,
+            i64,
+            i64,
+            i64,
+            Option<String>,
+            Option<String>,
+            i64,
+            i64,
+        ) = sqlx::query_as(SQL)
+            .bind(q.payer.as_deref())
+            .bind(q.fingerprint.as_str())
+            .bind(hour)
+            .bind(day)
+            .bind(five)
+            .bind(q.pay_to.as_str())
+            .bind(q.resource.as_deref())
+            .bind(q.endpoint.as_deref())
+            .bind(HISTORY_COUNT_CAP)
+            .bind(q.asset.as_str())
+            .bind(USUAL_RANGE_WINDOW)
+            .bind(q.payer.as_deref().map(crate::admin::normalise_pay_to))
+            .fetch_one(&self.reads)
+            .await?;
         let count = |n: i64| u64::try_from(n).unwrap_or(0);
-        let mut counts = HistoryCounts {
+        let counts = HistoryCounts {
             payer_1h: count(h),
             payer_24h: count(d),
             same_resource_5m: count(r),
             to_payee: count(p),
             endpoint_seen: count(e),
             free_to_endpoint: count(f),
-            ..HistoryCounts::default()
+            endpoint_asset_payments: count(u),
+            endpoint_asset_range: min.zip(max),
+            disputes_upheld: count(disputes),
+            has_review: reviews > 0,
         };
-        if let Some(endpoint) = &q.endpoint {
-            // The usual range is that of the most recent approved payments (index order), in
-            // this token: bounded work, and it follows a price change.
-            let amounts: Vec<(String,)> = sqlx::query_as(
-                "SELECT amount FROM risk_payments WHERE endpoint = $1 AND asset = $2 \
-                 AND fingerprint <> $3 ORDER BY created_at_ms DESC LIMIT $4",
-            )
-            .bind(endpoint.as_str())
-            .bind(q.asset.as_str())
-            .bind(q.fingerprint.as_str())
-            .bind(USUAL_RANGE_WINDOW)
-            .fetch_all(&self.reads)
-            .await?;
-            let parsed: Vec<alloy::primitives::U256> = amounts
-                .iter()
-                .filter_map(|(a,)| alloy::primitives::U256::from_str_radix(a, 10).ok())
-                .collect();
-            counts.endpoint_asset_payments = parsed.len() as u64;
-            counts.endpoint_asset_range = parsed
-                .iter()
-                .min()
-                .zip(parsed.iter().max())
-                .map(|(min, max)| (min.to_string(), max.to_string()));
-        }
         Ok(counts)
     }
 

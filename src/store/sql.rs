@@ -15,8 +15,8 @@ use sqlx::{AnyPool, FromRow};
 
 use super::{
     Backend, Begin, BreakerRecord, BudgetCounter, BudgetRequest, EndpointPin, EvidenceDraft,
-    EvidenceRecord, PinOutcome, Reserve, SettlementClaim, SettlementOutcome, SettlementRecord,
-    SettlementState, Store, StoreError,
+    EvidenceRecord, PinOutcome, Reserve, RiskPaymentRow, SettlementClaim, SettlementOutcome,
+    SettlementRecord, SettlementState, Store, StoreError,
 };
 use crate::protocol::payment::Fingerprint;
 
@@ -80,11 +80,18 @@ impl Dialect {
         }
     }
 
-    /// Reads the chain head, locking it until commit where the database needs a row lock.
+    /// Reads the chain head and the hash of the record it names, locking the head until
+    /// commit where the database needs a row lock.
     pub(crate) fn select_chain_head(self) -> &'static str {
         match self.0 {
-            Backend::Sqlite => "SELECT seq, hash FROM evidence_head WHERE id = 1",
-            Backend::Postgres => "SELECT seq, hash FROM evidence_head WHERE id = 1 FOR UPDATE",
+            Backend::Sqlite => {
+                "SELECT h.seq, h.hash, (SELECT e.hash FROM evidence e WHERE e.seq = h.seq) \
+                 FROM evidence_head h WHERE h.id = 1"
+            }
+            Backend::Postgres => {
+                "SELECT h.seq, h.hash, (SELECT e.hash FROM evidence e WHERE e.seq = h.seq) \
+                 FROM evidence_head h WHERE h.id = 1 FOR UPDATE OF h"
+            }
         }
     }
 
@@ -569,8 +576,12 @@ impl Store for SqlStore {
         rows.into_iter().map(SettlementRecord::try_from).collect()
     }
 
-    async fn append_evidence(&self, draft: EvidenceDraft) -> Result<EvidenceRecord, StoreError> {
-        let record = super::chain_append::Prepared::new(draft)?;
+    async fn append_decision(
+        &self,
+        draft: EvidenceDraft,
+        history: Option<RiskPaymentRow>,
+    ) -> Result<EvidenceRecord, StoreError> {
+        let record = super::chain_append::Prepared::new(draft, history)?;
         self.appends.append(&self.pool, self.dialect, record).await
     }
 
@@ -623,47 +634,54 @@ impl Store for SqlStore {
         counters.dedup_by(|a, b| a.key == b.key);
         let fingerprint = request.fingerprint.0.as_str();
 
-        let mut tx = self
-            .pool
-            .begin_with(self.dialect.begin_chain_write())
-            .await?;
-        for counter in &counters {
-            lock_counter(&mut tx, &counter.key, now).await?;
-            sweep_expired(&mut tx, &counter.key, now).await?;
-        }
-        // With every touched counter locked and swept, the payment's own holds are current.
-        let states: Vec<(String,)> =
-            sqlx::query_as("SELECT state FROM policy_holds WHERE fingerprint = $1")
-                .bind(fingerprint)
-                .fetch_all(&mut *tx)
-                .await?;
-        if states
-            .iter()
-            .any(|(state,)| state == "reserved" || state == "committed")
+        if reserve_fast(
+            &self.pool,
+            self.dialect,
+            fingerprint,
+            &counters,
+            expires,
+            now,
+        )
+        .await?
         {
-            tx.commit().await?;
-            return Ok(Reserve::AlreadyHeld);
+            return Ok(Reserve::Reserved);
         }
-        let lapsed = states.iter().any(|(state,)| state == "expired");
-        for counter in &counters {
-            let took = sqlx::query(
-                "UPDATE policy_counters SET reserved = reserved + $2, updated_at_ms = $4 \
-                 WHERE counter_key = $1 AND used + reserved + $2 <= $3",
-            )
-            .bind(counter.key.as_str())
-            .bind(counter.amount)
-            .bind(counter.cap)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
-            if took.rows_affected() != 1 {
+        // Anything but a fresh payment under every cap (a cap reached, a lapsed hold to sweep,
+        // a payment that already holds budget) takes the careful path below.
+        // The common path is one conditional take per counter, one read of the payment's own
+        // holds and one insert of them: each statement is a round trip to the database under
+        // the writer lock, so the lock is held for as few of them as possible. Lapsed holds are
+        // swept only when a take fails (until then they still count, as a reservation would).
+        let mut sweep_first = false;
+        loop {
+            let mut tx = self
+                .pool
+                .begin_with(self.dialect.begin_chain_write())
+                .await?;
+            for counter in &counters {
+                if sweep_first {
+                    sweep_expired(&mut tx, &counter.key, now).await?;
+                }
+                if take_counter(&mut tx, counter, now).await? {
+                    continue;
+                }
+                sweep_expired(&mut tx, &counter.key, now).await?;
+                if take_counter(&mut tx, counter, now).await? {
+                    continue;
+                }
+                // It may not fit because this very payment already holds it (a re-verify, or the
+                // settle after the verify).
+                if own_holds(&mut tx, fingerprint, now).await?.held {
+                    tx.rollback().await?;
+                    return Ok(Reserve::AlreadyHeld);
+                }
                 let (used, reserved): (i64, i64) = sqlx::query_as(
                     "SELECT used, reserved FROM policy_counters WHERE counter_key = $1",
                 )
                 .bind(counter.key.as_str())
                 .fetch_one(&mut *tx)
                 .await?;
-                // Dropping the transaction rolls back every counter taken so far.
+                // Rolling back gives back every counter taken so far.
                 tx.rollback().await?;
                 return Ok(Reserve::Exceeded {
                     key: counter.key.clone(),
@@ -672,34 +690,58 @@ impl Store for SqlStore {
                     cap: counter.cap,
                 });
             }
-            sqlx::query(
+            // Every touched counter is locked now (PostgreSQL locks a row its upsert takes; SQLite's
+            // BEGIN IMMEDIATE serialises writers), so the payment's own holds are current.
+            let own = own_holds(&mut tx, fingerprint, now).await?;
+            if own.stale && !sweep_first {
+                // Its own hold lapsed unswept: sweep every counter first, as a fresh payment would.
+                tx.rollback().await?;
+                sweep_first = true;
+                continue;
+            }
+            if own.held {
+                tx.rollback().await?;
+                return Ok(Reserve::AlreadyHeld);
+            }
+            let mut sql = String::from(
                 "INSERT INTO policy_holds (fingerprint, counter_key, amount, state, \
-                 expires_at_ms, created_at_ms, updated_at_ms) \
-                 VALUES ($1, $2, $3, 'reserved', $4, $5, $5) \
-                 ON CONFLICT (fingerprint, counter_key) DO UPDATE SET amount = $3, \
-                 state = 'reserved', expires_at_ms = $4, updated_at_ms = $5",
-            )
-            .bind(fingerprint)
-            .bind(counter.key.as_str())
-            .bind(counter.amount)
-            .bind(expires)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
-        }
-        if lapsed {
-            // Lapsed holds of this payment on counters it no longer touches are superseded.
-            sqlx::query(
-                "UPDATE policy_holds SET state = 'released', updated_at_ms = $2 \
+             expires_at_ms, created_at_ms, updated_at_ms) VALUES ",
+            );
+            for i in 0..counters.len() {
+                let (key, amount) = (4 + 2 * i, 5 + 2 * i);
+                if i > 0 {
+                    sql.push_str(", ");
+                }
+                sql.push_str(&format!("($1, ${key}, ${amount}, 'reserved', $2, $3, $3)"));
+            }
+            sql.push_str(
+                " ON CONFLICT (fingerprint, counter_key) DO UPDATE SET amount = excluded.amount, \
+             state = 'reserved', expires_at_ms = excluded.expires_at_ms, \
+             updated_at_ms = excluded.updated_at_ms",
+            );
+            // Only numbered placeholders are formatted in; every value is bound.
+            let mut insert = sqlx::query(sqlx::AssertSqlSafe(sql))
+                .bind(fingerprint)
+                .bind(expires)
+                .bind(now);
+            for counter in &counters {
+                insert = insert.bind(counter.key.as_str()).bind(counter.amount);
+            }
+            insert.execute(&mut *tx).await?;
+            if own.lapsed {
+                // Lapsed holds of this payment on counters it no longer touches are superseded.
+                sqlx::query(
+                    "UPDATE policy_holds SET state = 'released', updated_at_ms = $2 \
                  WHERE fingerprint = $1 AND state = 'expired'",
-            )
-            .bind(fingerprint)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
+                )
+                .bind(fingerprint)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+            }
+            tx.commit().await?;
+            return Ok(Reserve::Reserved);
         }
-        tx.commit().await?;
-        Ok(Reserve::Reserved)
     }
 
     async fn commit_budget(
@@ -897,6 +939,132 @@ async fn lock_counter(tx: &mut AnyTx<'_>, key: &str, now: i64) -> Result<(), Sto
     .execute(&mut **tx)
     .await?;
     Ok(())
+}
+
+/// The common case in two statements: every counter taken at once (each under its cap), then
+/// the payment's holds inserted unless it has any already. True if both did all their rows;
+/// otherwise nothing is kept and the caller takes the careful path.
+async fn reserve_fast(
+    pool: &AnyPool,
+    dialect: Dialect,
+    fingerprint: &str,
+    counters: &[super::BudgetClaim],
+    expires: i64,
+    now: i64,
+) -> Result<bool, StoreError> {
+    use std::fmt::Write as _;
+    let n = counters.len();
+    // counters: $1 = now, then (key, amount, cap) per counter from $2.
+    let mut take = String::from(
+        "INSERT INTO policy_counters (counter_key, used, reserved, updated_at_ms) \
+         SELECT column1, 0, column2, $1 FROM (VALUES ",
+    );
+    for i in 0..n {
+        let b = 2 + 3 * i;
+        let sep = if i == 0 { "" } else { ", " };
+        let _ = write!(take, "{sep}(${b}, ${}, ${})", b + 1, b + 2);
+    }
+    take.push_str(
+        ") AS v WHERE column2 <= column3 ON CONFLICT (counter_key) DO UPDATE SET \
+         reserved = policy_counters.reserved + excluded.reserved, \
+         updated_at_ms = excluded.updated_at_ms \
+         WHERE policy_counters.used + policy_counters.reserved + excluded.reserved <= \
+         CASE excluded.counter_key",
+    );
+    for i in 0..n {
+        let b = 2 + 3 * i;
+        let _ = write!(take, " WHEN ${b} THEN ${}", b + 2);
+    }
+    take.push_str(" END");
+    // holds: $1 fingerprint, $2 expires, $3 now, then (key, amount) per counter from $4.
+    let mut hold = String::from(
+        "INSERT INTO policy_holds (fingerprint, counter_key, amount, state, expires_at_ms, \
+         created_at_ms, updated_at_ms) SELECT $1, column1, column2, 'reserved', $2, $3, $3 \
+         FROM (VALUES ",
+    );
+    for i in 0..n {
+        let b = 4 + 2 * i;
+        let sep = if i == 0 { "" } else { ", " };
+        let _ = write!(hold, "{sep}(${b}, ${})", b + 1);
+    }
+    hold.push_str(") AS v WHERE NOT EXISTS (SELECT 1 FROM policy_holds WHERE fingerprint = $1)");
+
+    let mut tx = pool.begin_with(dialect.begin_chain_write()).await?;
+    // Only numbered placeholders are formatted in; every value is bound.
+    let mut q = sqlx::query(sqlx::AssertSqlSafe(take)).bind(now);
+    for c in counters {
+        q = q.bind(c.key.as_str()).bind(c.amount).bind(c.cap);
+    }
+    if q.execute(&mut *tx).await?.rows_affected() != n as u64 {
+        tx.rollback().await?;
+        return Ok(false);
+    }
+    let mut q = sqlx::query(sqlx::AssertSqlSafe(hold))
+        .bind(fingerprint)
+        .bind(expires)
+        .bind(now);
+    for c in counters {
+        q = q.bind(c.key.as_str()).bind(c.amount);
+    }
+    if q.execute(&mut *tx).await?.rows_affected() != n as u64 {
+        tx.rollback().await?;
+        return Ok(false);
+    }
+    tx.commit().await?;
+    Ok(true)
+}
+
+/// Adds `counter.amount` to the counter's reservations if it fits under the cap, creating the
+/// counter on first use; false if it does not fit. One upsert, which on PostgreSQL also takes
+/// the counter's row lock until commit (even when the cap refuses).
+async fn take_counter(
+    tx: &mut AnyTx<'_>,
+    counter: &super::BudgetClaim,
+    now: i64,
+) -> Result<bool, StoreError> {
+    let took = sqlx::query(
+        "INSERT INTO policy_counters (counter_key, used, reserved, updated_at_ms) \
+         SELECT $1, 0, $2, $4 WHERE $2 <= $3 \
+         ON CONFLICT (counter_key) DO UPDATE SET \
+         reserved = policy_counters.reserved + $2, updated_at_ms = $4 \
+         WHERE policy_counters.used + policy_counters.reserved + $2 <= $3",
+    )
+    .bind(counter.key.as_str())
+    .bind(counter.amount)
+    .bind(counter.cap)
+    .bind(now)
+    .execute(&mut **tx)
+    .await?;
+    Ok(took.rows_affected() == 1)
+}
+
+/// What a payment already holds: whether any hold is live, whether any lapsed, and whether a
+/// live one is past its lifetime but not yet swept.
+struct OwnHolds {
+    held: bool,
+    lapsed: bool,
+    stale: bool,
+}
+
+async fn own_holds(
+    tx: &mut AnyTx<'_>,
+    fingerprint: &str,
+    now: i64,
+) -> Result<OwnHolds, StoreError> {
+    let holds: Vec<(String, i64)> =
+        sqlx::query_as("SELECT state, expires_at_ms FROM policy_holds WHERE fingerprint = $1")
+            .bind(fingerprint)
+            .fetch_all(&mut **tx)
+            .await?;
+    Ok(OwnHolds {
+        held: holds
+            .iter()
+            .any(|(state, _)| state == "reserved" || state == "committed"),
+        lapsed: holds.iter().any(|(state, _)| state == "expired"),
+        stale: holds
+            .iter()
+            .any(|(state, expires)| state == "reserved" && *expires <= now),
+    })
 }
 
 /// Gives back holds on `key` whose payment lifetime has passed. Runs under the counter's lock,
