@@ -666,8 +666,6 @@ async fn usual_amounts_and_spec_creep_are_scored_on_the_payment_path() {
 "#,
     )
     .expect("write rules");
-    let gh = start(risk_config(&db.url, &upstream.url, rules.path())).await;
-    let base = format!("http://{}", gh.addr);
     let paying = |amount: &str| {
         let mut body = v2_body(&nonce());
         body["paymentRequirements"]["amount"] = json!(amount);
@@ -676,6 +674,24 @@ async fn usual_amounts_and_spec_creep_are_scored_on_the_payment_path() {
         body
     };
 
+    // Payments the risk step allowed but a later step refused (here: no upstream answers) never
+    // enter the history, so these three teach no usual range either.
+    let unreachable = start(risk_config(&db.url, "http://127.0.0.1:9", rules.path())).await;
+    for _ in 0..3 {
+        let (_, answer, _) = verify_with(
+            &format!("http://{}", unreachable.addr),
+            &paying("10000"),
+            &[],
+        )
+        .await;
+        assert_eq!(answer["isValid"], false, "{answer}");
+        let message = answer["invalidMessage"].as_str().unwrap_or_default();
+        assert!(message.contains("upstream"), "{answer}");
+    }
+    unreachable.stop().await.unwrap();
+
+    let gh = start(risk_config(&db.url, &upstream.url, rules.path())).await;
+    let base = format!("http://{}", gh.addr);
     // Two approved payments teach no range yet: a hundredfold third one is not scored on it.
     for _ in 0..2 {
         let (_, answer, _) = verify_with(&base, &paying("10000"), &[]).await;
