@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use sqlx::AnyPool;
 use tokio::sync::oneshot;
 
-use super::sql::Dialect;
+use super::sql::{Dialect, push_placeholders};
 use super::{EvidenceDraft, EvidenceRecord, RiskPaymentRow, StoreError};
 use crate::evidence::{canonical_json, expected_hash};
 
@@ -210,7 +210,7 @@ async fn append_all(
         "INSERT INTO evidence (seq, created_at_ms, kind, gate, fingerprint, decision, \
          request_id, body, prev_hash, hash) VALUES ",
     );
-    push_placeholders(&mut sql, stored.len(), 10);
+    push_placeholders(&mut sql, stored.len(), 10, 1);
     // Only numbered placeholders are formatted in; every value is bound.
     let mut insert = sqlx::query(sqlx::AssertSqlSafe(sql));
     for (record, appended) in records.iter().zip(&stored) {
@@ -258,7 +258,7 @@ async fn insert_history(
         "INSERT INTO risk_payments (fingerprint, payer, pay_to, resource, endpoint, amount, \
          created_at_ms, asset) VALUES ",
     );
-    push_placeholders(&mut sql, rows.len(), 8);
+    push_placeholders(&mut sql, rows.len(), 8, 1);
     sql.push_str(" ON CONFLICT (fingerprint) DO NOTHING");
     // Only numbered placeholders are formatted in; every value is bound.
     let mut insert = sqlx::query(sqlx::AssertSqlSafe(sql));
@@ -275,17 +275,4 @@ async fn insert_history(
     }
     insert.execute(&mut **tx).await?;
     Ok(())
-}
-
-/// Appends `rows` tuples of `columns` numbered placeholders: `($1, $2), ($3, $4)`.
-pub(crate) fn push_placeholders(sql: &mut String, rows: usize, columns: usize) {
-    use std::fmt::Write as _;
-    for row in 0..rows {
-        sql.push_str(if row == 0 { "(" } else { ", (" });
-        for col in 1..=columns {
-            let sep = if col == 1 { "" } else { ", " };
-            let _ = write!(sql, "{sep}${}", row * columns + col);
-        }
-        sql.push(')');
-    }
 }

@@ -506,7 +506,7 @@ impl EvidenceStore for SqlStore {
                 "INSERT INTO evidence_index (seq, created_at_ms, kind, decision, fingerprint, \
                  payer, payee, endpoint, tx, session) VALUES ",
             );
-            super::chain_append::push_placeholders(&mut sql, prepared.len(), 10);
+            super::sql::push_placeholders(&mut sql, prepared.len(), 10, 1);
             sql.push_str(" ON CONFLICT DO NOTHING");
             // Only numbered placeholders are formatted in; every value is bound.
             let mut insert = sqlx::query(sqlx::AssertSqlSafe(sql));

@@ -941,6 +941,20 @@ async fn lock_counter(tx: &mut AnyTx<'_>, key: &str, now: i64) -> Result<(), Sto
     Ok(())
 }
 
+/// Appends `rows` tuples of `columns` numbered placeholders, numbered from `first`:
+/// `($1, $2), ($3, $4)` for 2 rows of 2 columns from 1.
+pub(crate) fn push_placeholders(sql: &mut String, rows: usize, columns: usize, first: usize) {
+    use std::fmt::Write as _;
+    for row in 0..rows {
+        sql.push_str(if row == 0 { "(" } else { ", (" });
+        for col in 0..columns {
+            let sep = if col == 0 { "" } else { ", " };
+            let _ = write!(sql, "{sep}${}", first + row * columns + col);
+        }
+        sql.push(')');
+    }
+}
+
 /// The common case in two statements: every counter taken at once (each under its cap), then
 /// the payment's holds inserted unless it has any already. True if both did all their rows;
 /// otherwise nothing is kept and the caller takes the careful path.
@@ -959,11 +973,7 @@ async fn reserve_fast(
         "INSERT INTO policy_counters (counter_key, used, reserved, updated_at_ms) \
          SELECT column1, 0, column2, $1 FROM (VALUES ",
     );
-    for i in 0..n {
-        let b = 2 + 3 * i;
-        let sep = if i == 0 { "" } else { ", " };
-        let _ = write!(take, "{sep}(${b}, ${}, ${})", b + 1, b + 2);
-    }
+    push_placeholders(&mut take, n, 3, 2);
     take.push_str(
         ") AS v WHERE column2 <= column3 ON CONFLICT (counter_key) DO UPDATE SET \
          reserved = policy_counters.reserved + excluded.reserved, \
@@ -982,11 +992,7 @@ async fn reserve_fast(
          created_at_ms, updated_at_ms) SELECT $1, column1, column2, 'reserved', $2, $3, $3 \
          FROM (VALUES ",
     );
-    for i in 0..n {
-        let b = 4 + 2 * i;
-        let sep = if i == 0 { "" } else { ", " };
-        let _ = write!(hold, "{sep}(${b}, ${})", b + 1);
-    }
+    push_placeholders(&mut hold, n, 2, 4);
     hold.push_str(") AS v WHERE NOT EXISTS (SELECT 1 FROM policy_holds WHERE fingerprint = $1)");
 
     let mut tx = pool.begin_with(dialect.begin_chain_write()).await?;
@@ -1183,6 +1189,13 @@ impl SqlStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn placeholders_are_numbered_from_first() {
+        let mut sql = String::new();
+        push_placeholders(&mut sql, 2, 3, 2);
+        assert_eq!(sql, "($2, $3, $4), ($5, $6, $7)");
+    }
 
     #[test]
     fn synchronous_is_taken_off_the_sqlite_url() {
