@@ -7,6 +7,10 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use gatehouse::config::Config;
 
+// Per-thread heaps: the request path allocates on tokio workers and frees on others.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// A drop-in x402 facilitator proxy that checks, limits, scores and records every payment.
 #[derive(Debug, Parser)]
 #[command(name = "gatehouse", version)]

@@ -182,3 +182,34 @@ on_both_backends!(
     deleted_row_is_detected,
     truncated_tail_refuses_append,
 );
+
+/// SQLite: commits land in the write-ahead log, and `Store::checkpoint` (which the server runs
+/// in the background, off the writer's path) copies them into the database file. Below the
+/// writer's own autocheckpoint threshold nothing else would.
+#[tokio::test]
+async fn sqlite_checkpoint_copies_the_log_into_the_database_file() {
+    let db = TestDb::sqlite();
+    let store = connect(&db.url).await.expect("connect");
+    let path = std::path::PathBuf::from(db.url.trim_start_matches("sqlite://"));
+    let size = |p: &std::path::Path| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
+    let filler = "x".repeat(2_000);
+    for i in 0..300 {
+        let mut record = draft(i);
+        record.body = json!({"i": i, "filler": filler});
+        store.append_evidence(record).await.expect("append");
+    }
+    let before = size(&path);
+    let wal = size(&path.with_extension("db-wal"));
+    assert!(
+        wal > 600_000,
+        "300 records of 2 kB are in the log before the checkpoint ({wal} bytes)"
+    );
+    store.checkpoint().await.expect("checkpoint");
+    let after = size(&path);
+    assert!(
+        after >= before + 600_000,
+        "the checkpoint copied the log into the file: {before} -> {after} bytes"
+    );
+    let report = verify_store(store.as_ref()).await.expect("verify");
+    assert_eq!(report.records, 300);
+}

@@ -512,6 +512,10 @@ pub async fn start_with_clock(config: Config, clock: SharedClock) -> Result<Runn
         state.pipeline.store().clone(),
         crate::evidence::query::INDEX_EVERY,
     ));
+    policy_tasks.push(crate::store::spawn_checkpointer(
+        state.pipeline.store().clone(),
+        crate::store::CHECKPOINT_EVERY,
+    ));
     tracing::info!(%addr, "Gatehouse listening.");
     Ok(Running {
         addr,

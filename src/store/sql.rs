@@ -29,6 +29,8 @@ const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
 const SQLITE_BUSY_TIMEOUT_MS: u32 = 10_000;
 /// Connections for long read-only scans of a SQLite file (writes use one connection).
 const SQLITE_READ_CONNECTIONS: u32 = 4;
+/// WAL pages (4 KiB each) after which a commit checkpoints the log itself.
+const SQLITE_AUTOCHECKPOINT_PAGES: u32 = 4_000;
 const POSTGRES_MAX_CONNECTIONS: u32 = 32;
 /// Bound on re-reads when a failed settlement is re-claimed concurrently.
 const RECLAIM_ATTEMPTS: usize = 4;
@@ -165,6 +167,10 @@ impl SqlStore {
         let options = || {
             AnyPoolOptions::new()
                 .acquire_timeout(ACQUIRE_TIMEOUT)
+                // sqlx pings a pooled connection before every acquire; for an embedded file
+                // that is one more hop to the connection's worker thread per statement, and a
+                // broken handle fails the statement itself (which fails closed) anyway.
+                .test_before_acquire(false)
                 .after_connect(move |conn, _meta| {
                     Box::pin(async move {
                         let pragma = sqlx::AssertSqlSafe(format!(
@@ -174,6 +180,13 @@ impl SqlStore {
                         let pragma = sqlx::AssertSqlSafe(format!(
                             "PRAGMA synchronous = {}",
                             synchronous.pragma()
+                        ));
+                        sqlx::query(pragma).execute(&mut *conn).await?;
+                        // A commit that crosses this many WAL pages checkpoints inline. The
+                        // server's background checkpointer (`Store::checkpoint`) copies the log
+                        // long before, so this is the fallback when nothing else runs.
+                        let pragma = sqlx::AssertSqlSafe(format!(
+                            "PRAGMA wal_autocheckpoint = {SQLITE_AUTOCHECKPOINT_PAGES}"
                         ));
                         sqlx::query(pragma).execute(conn).await?;
                         Ok(())
@@ -473,6 +486,19 @@ impl Store for SqlStore {
         Ok(())
     }
 
+    async fn checkpoint(&self) -> Result<(), StoreError> {
+        // On a read connection, so the copy and its fsync happen beside the writer rather than
+        // inside whichever commit crossed the autocheckpoint threshold. PASSIVE never waits
+        // for readers or the writer; what it cannot copy now it copies next time.
+        // (On an in-memory database it does nothing.)
+        if matches!(self.dialect.0, Backend::Sqlite) {
+            sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
+                .execute(&self.reads)
+                .await?;
+        }
+        Ok(())
+    }
+
     async fn begin_settlement(&self, claim: &SettlementClaim) -> Result<Begin, StoreError> {
         let now = to_db_ms(claim.now_ms, "now_ms")?;
         match self.insert_claim(claim, now).await {
@@ -634,7 +660,7 @@ impl Store for SqlStore {
         counters.dedup_by(|a, b| a.key == b.key);
         let fingerprint = request.fingerprint.0.as_str();
 
-        if reserve_fast(
+        match reserve_fast(
             &self.pool,
             self.dialect,
             fingerprint,
@@ -644,7 +670,9 @@ impl Store for SqlStore {
         )
         .await?
         {
-            return Ok(Reserve::Reserved);
+            Fast::Reserved => return Ok(Reserve::Reserved),
+            Fast::AlreadyHeld => return Ok(Reserve::AlreadyHeld),
+            Fast::Careful => {}
         }
         // Anything but a fresh payment under every cap (a cap reached, a lapsed hold to sweep,
         // a payment that already holds budget) takes the careful path below.
@@ -955,9 +983,20 @@ pub(crate) fn push_placeholders(sql: &mut String, rows: usize, columns: usize, f
     }
 }
 
+/// What the fast path came to.
+enum Fast {
+    /// Every counter taken and the holds inserted (committed).
+    Reserved,
+    /// The payment already holds live budget (a re-verify, or the settle after its verify);
+    /// nothing was kept.
+    AlreadyHeld,
+    /// Nothing was kept; the careful path decides.
+    Careful,
+}
+
 /// The common case in two statements: every counter taken at once (each under its cap), then
-/// the payment's holds inserted unless it has any already. True if both did all their rows;
-/// otherwise nothing is kept and the caller takes the careful path.
+/// the payment's holds inserted unless it has any already. When it has, one read of its holds
+/// tells a live reservation (the answer) from a lapsed one (the careful path's case).
 async fn reserve_fast(
     pool: &AnyPool,
     dialect: Dialect,
@@ -965,7 +1004,7 @@ async fn reserve_fast(
     counters: &[super::BudgetClaim],
     expires: i64,
     now: i64,
-) -> Result<bool, StoreError> {
+) -> Result<Fast, StoreError> {
     use std::fmt::Write as _;
     let n = counters.len();
     // counters: $1 = now, then (key, amount, cap) per counter from $2.
@@ -1003,7 +1042,7 @@ async fn reserve_fast(
     }
     if q.execute(&mut *tx).await?.rows_affected() != n as u64 {
         tx.rollback().await?;
-        return Ok(false);
+        return Ok(Fast::Careful);
     }
     let mut q = sqlx::query(sqlx::AssertSqlSafe(hold))
         .bind(fingerprint)
@@ -1013,11 +1052,18 @@ async fn reserve_fast(
         q = q.bind(c.key.as_str()).bind(c.amount);
     }
     if q.execute(&mut *tx).await?.rows_affected() != n as u64 {
+        // Read before the rollback, while the counters taken above are still locked, as the
+        // careful path reads them.
+        let own = own_holds(&mut tx, fingerprint, now).await?;
         tx.rollback().await?;
-        return Ok(false);
+        return Ok(if own.held && !own.stale {
+            Fast::AlreadyHeld
+        } else {
+            Fast::Careful
+        });
     }
     tx.commit().await?;
-    Ok(true)
+    Ok(Fast::Reserved)
 }
 
 /// Adds `counter.amount` to the counter's reservations if it fits under the cap, creating the
