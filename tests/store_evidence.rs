@@ -12,6 +12,7 @@ use gatehouse::evidence::{
     BreakReason, GENESIS_HASH, VerifyError, verify_chain, verify_store, verify_store_paged,
 };
 use gatehouse::protocol::payment::Fingerprint;
+use gatehouse::store::evidence::EvidenceQuery;
 use gatehouse::store::{EvidenceDraft, Store, connect};
 use serde_json::json;
 use store_support::TestDb;
@@ -175,7 +176,69 @@ async fn truncated_tail_refuses_append(db: TestDb) {
     assert_eq!(store.evidence_after(0, 10).await.expect("read").len(), 2);
 }
 
+/// A record that names its payment's parties (as every verify and settle record does).
+fn with_parties(i: u64) -> EvidenceDraft {
+    let mut draft = draft(i);
+    draft.body = json!({"payment": {
+        "payer": "0xAbAbAbAbAbAbAbAbAbAbAbAbAbAbAbAbAbAbAbAb",
+        "pay_to": "0xCdCdCdCdCdCdCdCdCdCdCdCdCdCdCdCdCdCdCdCd",
+        "resource": "https://api.example/report",
+    }});
+    draft
+}
+
+/// The appender indexes each batch in the batch's own transaction while the search index
+/// reaches the chain head and every record names its parties. A record that must inherit
+/// them is left to the catch-up, and so is everything after it until the catch-up has run:
+/// the index stays a gap-free prefix of the chain, which is what the catch-up relies on.
+async fn appends_index_themselves_while_the_index_is_complete(db: TestDb) {
+    let store = connect(&db.url).await.expect("connect");
+    // Rows in the index (an update that changes nothing reports the rows it matched).
+    let indexed = async || db.execute("UPDATE evidence_index SET kind = kind").await;
+    for i in 0..3 {
+        store
+            .append_evidence(with_parties(i))
+            .await
+            .expect("append");
+    }
+    assert_eq!(indexed().await, 3, "indexed as appended, no catch-up run");
+
+    // fp-0's record without parties inherits them from fp-0's earlier record.
+    store.append_evidence(draft(3)).await.expect("append");
+    store
+        .append_evidence(with_parties(4))
+        .await
+        .expect("append");
+    assert_eq!(
+        indexed().await,
+        3,
+        "left to the catch-up, and the index stays a prefix"
+    );
+    assert_eq!(store.index_evidence().await.expect("catch up"), 2);
+    let by_payer = store
+        .search_evidence(&EvidenceQuery {
+            payer: Some("0xabababababababababababababababababababab".into()),
+            limit: 50,
+            ..EvidenceQuery::default()
+        })
+        .await
+        .expect("search");
+    assert_eq!(
+        by_payer.iter().map(|r| r.seq).collect::<Vec<_>>(),
+        [1, 2, 3, 4, 5],
+        "the record without parties is found by the payer it inherited"
+    );
+
+    store
+        .append_evidence(with_parties(5))
+        .await
+        .expect("append");
+    assert_eq!(indexed().await, 6, "inline indexing resumes once caught up");
+    assert_eq!(store.index_evidence().await.expect("catch up"), 0);
+}
+
 on_both_backends!(
+    appends_index_themselves_while_the_index_is_complete,
     append_and_read,
     concurrent_appends_stay_linear,
     tampered_body_is_detected,

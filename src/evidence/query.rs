@@ -59,19 +59,24 @@ pub fn endpoint_of(resource: &str) -> Option<String> {
 /// (`payment.payer`, `payment.pay_to`, `payment.resource`), the settlement answer's
 /// `transaction`, and a risk session id; dispute records name `payer`/`payee` at the top.
 pub fn index_fields(record: &EvidenceRecord) -> IndexFields {
-    let Ok(body) = serde_json::from_str::<Value>(&record.body) else {
-        return IndexFields::default();
-    };
-    let payer = first_str(&body, &[&["payment", "payer"], &["payer"]]);
+    match serde_json::from_str::<Value>(&record.body) {
+        Ok(body) => body_index_fields(&body),
+        Err(_) => IndexFields::default(),
+    }
+}
+
+/// [`index_fields`] of a body not yet serialised (the appender indexes as it appends).
+pub fn body_index_fields(body: &Value) -> IndexFields {
+    let payer = first_str(body, &[&["payment", "payer"], &["payer"]]);
     let payee = first_str(
-        &body,
+        body,
         &[&["payment", "pay_to"], &["payee"], &["pay_to"], &["payTo"]],
     );
-    let endpoint = first_str(&body, &[&["payment", "resource"], &["resource"]])
+    let endpoint = first_str(body, &[&["payment", "resource"], &["resource"]])
         .and_then(|r| endpoint_of(&r))
-        .or_else(|| first_str(&body, &[&["endpoint"]]));
+        .or_else(|| first_str(body, &[&["endpoint"]]));
     let tx = first_str(
-        &body,
+        body,
         &[
             &["response", "transaction"],
             &["upstream", "transaction"],
@@ -80,7 +85,7 @@ pub fn index_fields(record: &EvidenceRecord) -> IndexFields {
         ],
     );
     let session = first_str(
-        &body,
+        body,
         &[
             &["session_id"],
             &["risk", "session_id"],

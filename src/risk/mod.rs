@@ -70,12 +70,17 @@ pub struct Contribution {
     /// Points added to the score when fired (0 for hard actions).
     pub weight: u32,
     /// A hard action it imposes when fired (`review` or `deny`), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub action: Option<Decision>,
     /// Enforce or shadow.
     pub mode: RuleMode,
-    /// The rule's description (the human explanation).
+    /// The rule's description (the human explanation), for a rule that fired or failed. Empty
+    /// and left out of the record for the others: every verify records every rule, and their
+    /// descriptions were most of each evidence record (the rule set's id names the rules).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub description: String,
     /// Set when the condition could not be evaluated (fails closed to `review`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
 }
 

@@ -580,7 +580,11 @@ impl RuleSet {
                         weight,
                         action,
                         mode: rule.mode,
-                        description: rule.description.clone(),
+                        description: if fired {
+                            rule.description.clone()
+                        } else {
+                            String::new()
+                        },
                         error: None,
                     }
                 }

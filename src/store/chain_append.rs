@@ -13,8 +13,10 @@ use std::sync::{Arc, Mutex};
 use sqlx::AnyPool;
 use tokio::sync::oneshot;
 
+use super::evidence::IndexFields;
 use super::sql::{Dialect, push_placeholders};
 use super::{EvidenceDraft, EvidenceRecord, RiskPaymentRow, StoreError};
+use crate::evidence::query::body_index_fields;
 use crate::evidence::{canonical_json, expected_hash};
 
 /// Most records one transaction appends; the rest wait for the next batch.
@@ -35,6 +37,10 @@ pub(crate) struct Prepared {
     /// The approved payment's risk-history row, stored in the same transaction, with its
     /// timestamp as the database stores it.
     history: Option<(RiskPaymentRow, i64)>,
+    /// The record's search-index columns, when its body alone gives them; `None` for a record
+    /// of a payment that must inherit its parties from earlier records (the background
+    /// indexer resolves those).
+    index: Option<IndexFields>,
 }
 
 impl Prepared {
@@ -50,8 +56,12 @@ impl Prepared {
             }
             None => None,
         };
+        let fields = body_index_fields(&draft.body);
+        let standalone =
+            draft.fingerprint.is_none() || (fields.payer.is_some() && fields.payee.is_some());
         Ok(Self {
             history,
+            index: standalone.then_some(fields),
             created_at_db: super::sql::to_db_ms(draft.created_at_ms, "created_at_ms")?,
             record: EvidenceRecord {
                 seq: 0,
@@ -168,10 +178,14 @@ async fn append_all(
     let mut tx = pool.begin_with(dialect.begin_chain_write()).await?;
     // The head and the hash of the record it names, in one round trip: the head must name the
     // last record.
-    let (head_seq, head_hash, mut last_hash): (i64, String, Option<String>) =
-        sqlx::query_as(dialect.select_chain_head())
-            .fetch_one(&mut *tx)
-            .await?;
+    let (head_seq, head_hash, mut last_hash, mut indexed): (
+        i64,
+        String,
+        Option<String>,
+        Option<i64>,
+    ) = sqlx::query_as(dialect.select_chain_head())
+        .fetch_one(&mut *tx)
+        .await?;
     if head_seq > 0 && last_hash.as_deref() != Some(head_hash.as_str()) {
         // On PostgreSQL a statement that waited for the head's lock sees the head as the other
         // appender left it but the evidence table as of before the wait; read it afresh before
@@ -228,6 +242,19 @@ async fn append_all(
     }
     insert.execute(&mut *tx).await?;
     insert_history(&mut tx, records).await?;
+    if indexed.unwrap_or(0) != head_seq {
+        // As with the hash above: on PostgreSQL the index may have moved during the lock wait.
+        indexed = sqlx::query_as::<_, (Option<i64>,)>("SELECT MAX(seq) FROM evidence_index")
+            .fetch_one(&mut *tx)
+            .await?
+            .0;
+    }
+    // The index is a gap-free prefix of the chain (the background indexer continues from its
+    // last seq), so the batch is indexed here only when the index reaches the head and every
+    // record can be indexed from its own body; otherwise the indexer catches up as before.
+    if indexed.unwrap_or(0) == head_seq {
+        insert_index(&mut tx, records, &stored).await?;
+    }
     let advanced =
         sqlx::query("UPDATE evidence_head SET seq = $1, hash = $2 WHERE id = 1 AND seq = $3")
             .bind(seq)
@@ -272,6 +299,44 @@ async fn insert_history(
             .bind(row.amount.as_str())
             .bind(*at)
             .bind(row.asset.as_str());
+    }
+    insert.execute(&mut **tx).await?;
+    Ok(())
+}
+
+/// The batch's search-index rows, in one statement, when every record has them.
+async fn insert_index(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    records: &[Prepared],
+    stored: &[EvidenceRecord],
+) -> Result<(), StoreError> {
+    let Some(fields) = records
+        .iter()
+        .map(|r| r.index.as_ref())
+        .collect::<Option<Vec<_>>>()
+    else {
+        return Ok(());
+    };
+    let mut sql = String::from(
+        "INSERT INTO evidence_index (seq, created_at_ms, kind, decision, fingerprint, payer, \
+         payee, endpoint, tx, session) VALUES ",
+    );
+    push_placeholders(&mut sql, stored.len(), 10, 1);
+    sql.push_str(" ON CONFLICT DO NOTHING");
+    // Only numbered placeholders are formatted in; every value is bound.
+    let mut insert = sqlx::query(sqlx::AssertSqlSafe(sql));
+    for ((record, appended), fields) in records.iter().zip(stored).zip(fields) {
+        insert = insert
+            .bind(appended.seq)
+            .bind(record.created_at_db)
+            .bind(appended.kind.as_str())
+            .bind(appended.decision.as_str())
+            .bind(appended.fingerprint.as_deref())
+            .bind(fields.payer.as_deref())
+            .bind(fields.payee.as_deref())
+            .bind(fields.endpoint.as_deref())
+            .bind(fields.tx.as_deref())
+            .bind(fields.session.as_deref());
     }
     insert.execute(&mut **tx).await?;
     Ok(())

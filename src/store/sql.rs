@@ -82,16 +82,17 @@ impl Dialect {
         }
     }
 
-    /// Reads the chain head and the hash of the record it names, locking the head until
-    /// commit where the database needs a row lock.
+    /// Reads the chain head, the hash of the record it names and the search index's last seq,
+    /// locking the head until commit where the database needs a row lock.
     pub(crate) fn select_chain_head(self) -> &'static str {
         match self.0 {
             Backend::Sqlite => {
-                "SELECT h.seq, h.hash, (SELECT e.hash FROM evidence e WHERE e.seq = h.seq) \
-                 FROM evidence_head h WHERE h.id = 1"
+                "SELECT h.seq, h.hash, (SELECT e.hash FROM evidence e WHERE e.seq = h.seq), \
+                 (SELECT MAX(i.seq) FROM evidence_index i) FROM evidence_head h WHERE h.id = 1"
             }
             Backend::Postgres => {
-                "SELECT h.seq, h.hash, (SELECT e.hash FROM evidence e WHERE e.seq = h.seq) \
+                "SELECT h.seq, h.hash, (SELECT e.hash FROM evidence e WHERE e.seq = h.seq), \
+                 (SELECT MAX(i.seq) FROM evidence_index i) \
                  FROM evidence_head h WHERE h.id = 1 FOR UPDATE OF h"
             }
         }
