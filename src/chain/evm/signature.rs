@@ -3,7 +3,9 @@
 
 use alloy::primitives::{Address, B256, Bytes, Signature, U256, b256};
 use alloy::sol_types::{Eip712Domain, SolStruct, SolValue};
+use secp256k1::ecdsa::{RecoverableSignature, RecoveryId};
 use std::borrow::Cow;
+use std::sync::LazyLock;
 
 use super::abi::TransferWithAuthorization;
 
@@ -15,6 +17,10 @@ pub const ERC6492_MAGIC: B256 =
 const SECP256K1_HALF_ORDER: U256 = U256::from_be_bytes(
     b256!("7fffffffffffffffffffffffffffffff5d576e7357a4501ddfe92f46681b20a0").0,
 );
+
+/// A verification context (immutable, so one serves every thread).
+static SECP256K1: LazyLock<secp256k1::Secp256k1<secp256k1::VerifyOnly>> =
+    LazyLock::new(secp256k1::Secp256k1::verification_only);
 
 /// The EIP-712 domain of an EIP-3009 token.
 pub fn domain(name: &str, version: &str, chain_id: u64, token: Address) -> Eip712Domain {
@@ -85,9 +91,20 @@ impl EoaSignature {
 
     /// The address that signed `digest`.
     pub fn recover(&self, digest: &B256) -> Result<Address, EoaSignatureError> {
-        self.sig
-            .recover_address_from_prehash(digest)
-            .map_err(|_| EoaSignatureError::Unrecoverable)
+        let mut compact = [0u8; 64];
+        compact[..32].copy_from_slice(&self.sig.r().to_be_bytes::<32>());
+        compact[32..].copy_from_slice(&self.sig.s().to_be_bytes::<32>());
+        let id = RecoveryId::try_from(i32::from(self.sig.v()))
+            .map_err(|_| EoaSignatureError::Unrecoverable)?;
+        let sig = RecoverableSignature::from_compact(&compact, id)
+            .map_err(|_| EoaSignatureError::Unrecoverable)?;
+        let key = SECP256K1
+            .recover_ecdsa(secp256k1::Message::from_digest(digest.0), &sig)
+            .map_err(|_| EoaSignatureError::Unrecoverable)?;
+        // The uncompressed point without its 0x04 prefix: the address is its keccak's tail.
+        Ok(Address::from_raw_public_key(
+            &key.serialize_uncompressed()[1..],
+        ))
     }
 }
 
@@ -136,7 +153,31 @@ pub fn classify(sig: &Bytes) -> SignatureForm {
 mod tests {
     use super::*;
     use alloy::primitives::{address, hex};
+    use alloy::signers::SignerSync;
+    use alloy::signers::local::PrivateKeySigner;
     use alloy::sol_types::SolStruct;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// libsecp256k1's recovery names the same signer as alloy's own signing (k256), for
+        /// any key and digest, with either parity byte form.
+        #[test]
+        fn recovery_agrees_with_alloys_signer(key in any::<[u8; 32]>(), digest in any::<[u8; 32]>()) {
+            let Ok(signer) = PrivateKeySigner::from_bytes(&B256::from(key)) else {
+                return Ok(()); // zero or above the group order: not a key
+            };
+            let digest = B256::from(digest);
+            let signature = signer.sign_hash_sync(&digest).expect("signs");
+            let mut bytes = signature.as_bytes();
+            let parsed = EoaSignature::parse(&bytes).expect("alloy signs low-s");
+            prop_assert_eq!(parsed.recover(&digest), Ok(signer.address()));
+            bytes[64] -= 27;
+            let parsed = EoaSignature::parse(&bytes).expect("v in {0, 1}");
+            prop_assert_eq!(parsed.recover(&digest), Ok(signer.address()));
+            let other = B256::from(digest.0.map(|b| b ^ 1));
+            prop_assert_ne!(parsed.recover(&other), Ok(signer.address()));
+        }
+    }
 
     fn v1_message(from: Address) -> TransferWithAuthorization {
         TransferWithAuthorization {
