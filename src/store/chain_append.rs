@@ -8,12 +8,10 @@
 //! committed (DESIGN invariant 4), and the chain is still linear, on both databases and across
 //! replicas (the head row lock is taken per batch as it was per record).
 
-use std::sync::{Arc, Mutex};
-
 use sqlx::AnyPool;
-use tokio::sync::oneshot;
 
 use super::evidence::IndexFields;
+use super::group_commit::GroupCommit;
 use super::sql::{Dialect, push_placeholders};
 use super::{EvidenceDraft, EvidenceRecord, RiskPaymentRow, StoreError};
 use crate::evidence::query::body_index_fields;
@@ -79,13 +77,15 @@ impl Prepared {
     }
 }
 
-type Reply = oneshot::Sender<Result<EvidenceRecord, StoreError>>;
+type Reply = super::group_commit::Reply<EvidenceRecord>;
 
-/// The queue of records waiting to be appended, and the lock its writer holds.
-#[derive(Default)]
-pub(crate) struct AppendQueue {
-    waiting: Mutex<Vec<(Prepared, Reply)>>,
-    writer: Arc<tokio::sync::Mutex<()>>,
+/// The queue of records waiting to be appended.
+pub(crate) struct AppendQueue(GroupCommit<Prepared, EvidenceRecord>);
+
+impl Default for AppendQueue {
+    fn default() -> Self {
+        Self(GroupCommit::new(BATCH_MAX))
+    }
 }
 
 impl std::fmt::Debug for AppendQueue {
@@ -102,43 +102,12 @@ impl AppendQueue {
         dialect: Dialect,
         record: Prepared,
     ) -> Result<EvidenceRecord, StoreError> {
-        let (reply, mut answer) = oneshot::channel();
-        self.lock_waiting().push((record, reply));
-        loop {
-            tokio::select! {
-                biased;
-                answer = &mut answer => {
-                    return answer.unwrap_or_else(|_| Err(StoreError::Corrupt(
-                        "the evidence writer stopped before answering".into(),
-                    )));
-                }
-                guard = self.writer.clone().lock_owned() => {
-                    // Holding the lock, the previous batch has answered; ours is queued or done.
-                    let batch: Vec<_> = {
-                        let mut waiting = self.lock_waiting();
-                        let take = waiting.len().min(BATCH_MAX);
-                        waiting.drain(..take).collect()
-                    };
-                    if batch.is_empty() {
-                        continue;
-                    }
-                    // Spawned, so a caller that goes away (a closed connection drops its
-                    // future) cannot abandon the records of the others in its batch.
-                    let pool = pool.clone();
-                    tokio::spawn(async move {
-                        write_batch(&pool, dialect, batch).await;
-                        drop(guard);
-                    });
-                }
-            }
-        }
-    }
-
-    fn lock_waiting(&self) -> std::sync::MutexGuard<'_, Vec<(Prepared, Reply)>> {
-        // A panic while holding this lock cannot leave the Vec half-updated.
-        self.waiting
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.0
+            .submit(record, |batch| {
+                let pool = pool.clone();
+                async move { write_batch(&pool, dialect, batch).await }
+            })
+            .await
     }
 }
 

@@ -9,6 +9,7 @@
 
 mod chain_append;
 pub mod evidence;
+pub(crate) mod group_commit;
 mod ops;
 mod policy;
 pub mod risk;

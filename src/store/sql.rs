@@ -13,6 +13,8 @@ use sqlx::any::AnyPoolOptions;
 use sqlx::migrate::Migrator;
 use sqlx::{AnyPool, FromRow};
 
+use super::group_commit::{GroupCommit, Reply};
+
 use super::{
     Backend, Begin, BreakerRecord, BudgetCounter, BudgetRequest, EndpointPin, EvidenceDraft,
     EvidenceRecord, PinOutcome, Reserve, RiskPaymentRow, SettlementClaim, SettlementOutcome,
@@ -117,6 +119,8 @@ pub struct SqlStore {
     pub(crate) reads: AnyPool,
     /// Concurrent evidence appends, committed together (group commit).
     appends: super::chain_append::AppendQueue,
+    /// Concurrent budget reservations on SQLite, committed together.
+    reservations: GroupCommit<PendingReserve, Fast>,
     /// Held while the evidence search index catches up (see `index_evidence`).
     pub(super) indexing: tokio::sync::Mutex<()>,
 }
@@ -146,6 +150,7 @@ impl SqlStore {
             pool,
             dialect: Dialect(Backend::Postgres),
             appends: Default::default(),
+            reservations: reserve_queue(),
             indexing: Default::default(),
         })
     }
@@ -210,6 +215,7 @@ impl SqlStore {
                 pool,
                 dialect: Dialect(Backend::Sqlite),
                 appends: Default::default(),
+                reservations: reserve_queue(),
                 indexing: Default::default(),
             });
         }
@@ -233,6 +239,7 @@ impl SqlStore {
             reads,
             dialect: Dialect(Backend::Sqlite),
             appends: Default::default(),
+            reservations: reserve_queue(),
             indexing: Default::default(),
         })
     }
@@ -661,16 +668,37 @@ impl Store for SqlStore {
         counters.dedup_by(|a, b| a.key == b.key);
         let fingerprint = request.fingerprint.0.as_str();
 
-        match reserve_fast(
-            &self.pool,
-            self.dialect,
-            fingerprint,
-            &counters,
-            expires,
-            now,
-        )
-        .await?
-        {
+        let fast = match self.dialect.0 {
+            Backend::Sqlite => {
+                let pending = PendingReserve {
+                    fingerprint: fingerprint.to_owned(),
+                    counters: counters.clone(),
+                    expires,
+                    now,
+                };
+                let (pool, dialect) = (&self.pool, self.dialect);
+                self.reservations
+                    .submit(pending, |batch| {
+                        let pool = pool.clone();
+                        async move { reserve_batch(&pool, dialect, batch).await }
+                    })
+                    .await?
+            }
+            // Reservations on PostgreSQL wait on counter row locks other replicas hold; a
+            // batch would make every reservation in it wait for the slowest.
+            Backend::Postgres => {
+                reserve_fast(
+                    &self.pool,
+                    self.dialect,
+                    fingerprint,
+                    &counters,
+                    expires,
+                    now,
+                )
+                .await?
+            }
+        };
+        match fast {
             Fast::Reserved => return Ok(Reserve::Reserved),
             Fast::AlreadyHeld => return Ok(Reserve::AlreadyHeld),
             Fast::Careful => {}
@@ -985,7 +1013,8 @@ pub(crate) fn push_placeholders(sql: &mut String, rows: usize, columns: usize, f
 }
 
 /// What the fast path came to.
-enum Fast {
+#[derive(Debug)]
+pub(crate) enum Fast {
     /// Every counter taken and the holds inserted (committed).
     Reserved,
     /// The payment already holds live budget (a re-verify, or the settle after its verify);
@@ -1026,15 +1055,6 @@ async fn reserve_fast(
         let _ = write!(take, " WHEN ${b} THEN ${}", b + 2);
     }
     take.push_str(" END");
-    // holds: $1 fingerprint, $2 expires, $3 now, then (key, amount) per counter from $4.
-    let mut hold = String::from(
-        "INSERT INTO policy_holds (fingerprint, counter_key, amount, state, expires_at_ms, \
-         created_at_ms, updated_at_ms) SELECT $1, column1, column2, 'reserved', $2, $3, $3 \
-         FROM (VALUES ",
-    );
-    push_placeholders(&mut hold, n, 2, 4);
-    hold.push_str(") AS v WHERE NOT EXISTS (SELECT 1 FROM policy_holds WHERE fingerprint = $1)");
-
     let mut tx = pool.begin_with(dialect.begin_chain_write()).await?;
     // Only numbered placeholders are formatted in; every value is bound.
     let mut q = sqlx::query(sqlx::AssertSqlSafe(take)).bind(now);
@@ -1045,14 +1065,7 @@ async fn reserve_fast(
         tx.rollback().await?;
         return Ok(Fast::Careful);
     }
-    let mut q = sqlx::query(sqlx::AssertSqlSafe(hold))
-        .bind(fingerprint)
-        .bind(expires)
-        .bind(now);
-    for c in counters {
-        q = q.bind(c.key.as_str()).bind(c.amount);
-    }
-    if q.execute(&mut *tx).await?.rows_affected() != n as u64 {
+    if insert_new_holds(&mut tx, fingerprint, counters, expires, now).await? != n as u64 {
         // Read before the rollback, while the counters taken above are still locked, as the
         // careful path reads them.
         let own = own_holds(&mut tx, fingerprint, now).await?;
@@ -1064,6 +1077,157 @@ async fn reserve_fast(
         });
     }
     tx.commit().await?;
+    Ok(Fast::Reserved)
+}
+
+/// Inserts the payment's holds unless it has some already; the rows inserted.
+async fn insert_new_holds(
+    tx: &mut AnyTx<'_>,
+    fingerprint: &str,
+    counters: &[super::BudgetClaim],
+    expires: i64,
+    now: i64,
+) -> Result<u64, StoreError> {
+    // $1 fingerprint, $2 expires, $3 now, then (key, amount) per counter from $4.
+    let mut sql = String::from(
+        "INSERT INTO policy_holds (fingerprint, counter_key, amount, state, expires_at_ms, \
+         created_at_ms, updated_at_ms) SELECT $1, column1, column2, 'reserved', $2, $3, $3 \
+         FROM (VALUES ",
+    );
+    push_placeholders(&mut sql, counters.len(), 2, 4);
+    sql.push_str(") AS v WHERE NOT EXISTS (SELECT 1 FROM policy_holds WHERE fingerprint = $1)");
+    // Only numbered placeholders are formatted in; every value is bound.
+    let mut q = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(fingerprint)
+        .bind(expires)
+        .bind(now);
+    for c in counters {
+        q = q.bind(c.key.as_str()).bind(c.amount);
+    }
+    Ok(q.execute(&mut **tx).await?.rows_affected())
+}
+
+/// One payment's reservation waiting for a SQLite batch.
+#[derive(Debug)]
+pub(crate) struct PendingReserve {
+    fingerprint: String,
+    counters: Vec<super::BudgetClaim>,
+    expires: i64,
+    now: i64,
+}
+
+/// Most reservations one SQLite batch takes.
+const RESERVE_BATCH_MAX: usize = 64;
+
+/// A queue of reservations for SQLite's one writer connection.
+fn reserve_queue() -> GroupCommit<PendingReserve, Fast> {
+    GroupCommit::new(RESERVE_BATCH_MAX)
+}
+
+/// SQLite: the fast path of every queued reservation in one transaction, two statements each
+/// (the writer connection was held for four per reservation, and it is what payments wait
+/// for). Each take is all or none, so no reservation needs a savepoint to undo its own part.
+/// If the batch fails, each reservation runs alone.
+async fn reserve_batch(
+    pool: &AnyPool,
+    dialect: Dialect,
+    batch: Vec<(PendingReserve, Reply<Fast>)>,
+) {
+    let (items, replies): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
+    let together = async {
+        let mut tx = pool.begin_with(dialect.begin_chain_write()).await?;
+        let mut outcomes = Vec::with_capacity(items.len());
+        for item in &items {
+            outcomes.push(take_whole(&mut tx, item).await?);
+        }
+        tx.commit().await?;
+        Ok::<_, StoreError>(outcomes)
+    }
+    .await;
+    match together {
+        Ok(outcomes) => {
+            for (reply, outcome) in replies.into_iter().zip(outcomes) {
+                let _ = reply.send(Ok(outcome));
+            }
+        }
+        Err(error) => {
+            tracing::warn!(%error, reservations = items.len(), "Budget batch failed; reserving one by one.");
+            for (item, reply) in items.iter().zip(replies) {
+                let alone = reserve_fast(
+                    pool,
+                    dialect,
+                    &item.fingerprint,
+                    &item.counters,
+                    item.expires,
+                    item.now,
+                )
+                .await;
+                let _ = reply.send(alone);
+            }
+        }
+    }
+}
+
+/// SQLite, inside a batch: takes every counter, or none when one would pass its cap or the
+/// payment already holds budget, then inserts the holds. The check reads the counters as the
+/// batch left them (one writer, BEGIN IMMEDIATE), so it decides for every row at once.
+async fn take_whole(tx: &mut AnyTx<'_>, item: &PendingReserve) -> Result<Fast, StoreError> {
+    let n = item.counters.len();
+    // $1 = now, (key, amount, cap) per counter from $2, then the fingerprint.
+    let fingerprint_param = 2 + 3 * n;
+    let mut sql = String::from(
+        "INSERT INTO policy_counters (counter_key, used, reserved, updated_at_ms) \
+         SELECT column1, 0, column2, $1 FROM (VALUES ",
+    );
+    push_placeholders(&mut sql, n, 3, 2);
+    sql.push_str(&format!(
+        ") AS v WHERE NOT EXISTS (SELECT 1 FROM policy_holds \
+         WHERE fingerprint = ${fingerprint_param}) AND NOT EXISTS (SELECT 1 FROM (VALUES "
+    ));
+    push_placeholders(&mut sql, n, 3, 2);
+    sql.push_str(
+        ") AS w LEFT JOIN policy_counters c ON c.counter_key = w.column1 \
+         WHERE COALESCE(c.used, 0) + COALESCE(c.reserved, 0) + w.column2 > w.column3) \
+         ON CONFLICT (counter_key) DO UPDATE SET \
+         reserved = policy_counters.reserved + excluded.reserved, \
+         updated_at_ms = excluded.updated_at_ms",
+    );
+    // Only numbered placeholders are formatted in; every value is bound.
+    let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(item.now);
+    for c in &item.counters {
+        q = q.bind(c.key.as_str()).bind(c.amount).bind(c.cap);
+    }
+    let took = q
+        .bind(item.fingerprint.as_str())
+        .execute(&mut **tx)
+        .await?
+        .rows_affected();
+    if took == 0 {
+        let own = own_holds(tx, &item.fingerprint, item.now).await?;
+        return Ok(if own.held && !own.stale {
+            Fast::AlreadyHeld
+        } else {
+            Fast::Careful
+        });
+    }
+    if took != n as u64 {
+        return Err(StoreError::Corrupt(format!(
+            "a reservation took {took} of its {n} counters"
+        )));
+    }
+    let held = insert_new_holds(
+        tx,
+        &item.fingerprint,
+        &item.counters,
+        item.expires,
+        item.now,
+    )
+    .await?;
+    if held != n as u64 {
+        return Err(StoreError::Corrupt(format!(
+            "a reservation stored {held} of its {n} holds"
+        )));
+    }
     Ok(Fast::Reserved)
 }
 
@@ -1236,6 +1400,65 @@ impl SqlStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn pending(fingerprint: &str, claims: &[(&str, i64, i64)]) -> PendingReserve {
+        PendingReserve {
+            fingerprint: fingerprint.to_owned(),
+            counters: claims
+                .iter()
+                .map(|&(key, cap, amount)| super::super::BudgetClaim {
+                    key: key.to_owned(),
+                    cap,
+                    amount,
+                })
+                .collect(),
+            expires: 10_000,
+            now: 1_000,
+        }
+    }
+
+    /// The batched take itself (the batch would hide a wrong one by falling back to the
+    /// per-reservation path): all or none within one transaction, a payment that holds
+    /// budget is told apart, and what it leaves to the careful path is untouched.
+    #[tokio::test]
+    async fn a_batched_take_is_all_or_none() {
+        let store = SqlStore::connect("sqlite::memory:").await.expect("connect");
+        store.migrate().await.expect("migrate");
+        let counter = |key: &'static str| {
+            let pool = store.pool.clone();
+            async move {
+                sqlx::query_as::<_, (i64, i64)>(
+                    "SELECT used, reserved FROM policy_counters WHERE counter_key = $1",
+                )
+                .bind(key)
+                .fetch_optional(&pool)
+                .await
+                .expect("read")
+            }
+        };
+        let mut tx = store.pool.begin().await.expect("begin");
+        let roomy_and_tight = [("roomy", 1_000, 10), ("tight", 25, 10)];
+        let outcomes = [
+            take_whole(&mut tx, &pending("a", &roomy_and_tight)).await,
+            take_whole(&mut tx, &pending("b", &roomy_and_tight)).await,
+            take_whole(&mut tx, &pending("a", &roomy_and_tight)).await,
+            take_whole(&mut tx, &pending("c", &roomy_and_tight)).await,
+            take_whole(&mut tx, &pending("d", &[("new", 5, 6)])).await,
+        ];
+        tx.commit().await.expect("commit");
+        let outcomes: Vec<_> = outcomes
+            .into_iter()
+            .map(|o| format!("{:?}", o.expect("take")))
+            .collect();
+        assert_eq!(
+            outcomes,
+            ["Reserved", "Reserved", "AlreadyHeld", "Careful", "Careful"]
+        );
+        // "c" did not fit under "tight", so "roomy" was not charged for it either.
+        assert_eq!(counter("roomy").await, Some((0, 20)));
+        assert_eq!(counter("tight").await, Some((0, 20)));
+        assert_eq!(counter("new").await, None, "over its cap at first use");
+    }
 
     #[test]
     fn placeholders_are_numbered_from_first() {
