@@ -10,7 +10,7 @@
 
 use sqlx::AnyPool;
 
-use super::evidence::IndexFields;
+use super::evidence::{IndexFields, IndexRow, insert_index_rows};
 use super::group_commit::GroupCommit;
 use super::sql::{Dialect, push_placeholders};
 use super::{EvidenceDraft, EvidenceRecord, RiskPaymentRow, StoreError};
@@ -279,34 +279,23 @@ async fn insert_index(
     records: &[Prepared],
     stored: &[EvidenceRecord],
 ) -> Result<(), StoreError> {
-    let Some(fields) = records
+    let Some(rows) = records
         .iter()
-        .map(|r| r.index.as_ref())
+        .zip(stored)
+        .map(|(record, appended)| {
+            Some(IndexRow {
+                seq: appended.seq,
+                created_at_ms: record.created_at_db,
+                kind: &appended.kind,
+                decision: &appended.decision,
+                fingerprint: appended.fingerprint.as_deref(),
+                fields: record.index.as_ref()?,
+            })
+        })
         .collect::<Option<Vec<_>>>()
     else {
         return Ok(());
     };
-    let mut sql = String::from(
-        "INSERT INTO evidence_index (seq, created_at_ms, kind, decision, fingerprint, payer, \
-         payee, endpoint, tx, session) VALUES ",
-    );
-    push_placeholders(&mut sql, stored.len(), 10, 1);
-    sql.push_str(" ON CONFLICT DO NOTHING");
-    // Only numbered placeholders are formatted in; every value is bound.
-    let mut insert = sqlx::query(sqlx::AssertSqlSafe(sql));
-    for ((record, appended), fields) in records.iter().zip(stored).zip(fields) {
-        insert = insert
-            .bind(appended.seq)
-            .bind(record.created_at_db)
-            .bind(appended.kind.as_str())
-            .bind(appended.decision.as_str())
-            .bind(appended.fingerprint.as_deref())
-            .bind(fields.payer.as_deref())
-            .bind(fields.payee.as_deref())
-            .bind(fields.endpoint.as_deref())
-            .bind(fields.tx.as_deref())
-            .bind(fields.session.as_deref());
-    }
-    insert.execute(&mut **tx).await?;
+    insert_index_rows(&mut **tx, &rows).await?;
     Ok(())
 }

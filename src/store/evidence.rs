@@ -396,6 +396,53 @@ fn page(limit: u32) -> i64 {
     i64::from(limit.clamp(1, MAX_PAGE))
 }
 
+/// One row of the evidence search index.
+pub(crate) struct IndexRow<'a> {
+    pub(crate) seq: i64,
+    /// As the database stores it.
+    pub(crate) created_at_ms: i64,
+    pub(crate) kind: &'a str,
+    pub(crate) decision: &'a str,
+    pub(crate) fingerprint: Option<&'a str>,
+    pub(crate) fields: &'a IndexFields,
+}
+
+/// Inserts `rows` into the search index in one statement (a seq already indexed keeps its
+/// row); the rows inserted. Used by the catch-up and by the evidence appender alike.
+pub(crate) async fn insert_index_rows<'c, E>(
+    executor: E,
+    rows: &[IndexRow<'_>],
+) -> Result<u64, StoreError>
+where
+    E: sqlx::Executor<'c, Database = sqlx::Any>,
+{
+    if rows.is_empty() {
+        return Ok(0);
+    }
+    let mut sql = String::from(
+        "INSERT INTO evidence_index (seq, created_at_ms, kind, decision, fingerprint, payer, \
+         payee, endpoint, tx, session) VALUES ",
+    );
+    super::sql::push_placeholders(&mut sql, rows.len(), 10, 1);
+    sql.push_str(" ON CONFLICT DO NOTHING");
+    // Only numbered placeholders are formatted in; every value is bound.
+    let mut insert = sqlx::query(sqlx::AssertSqlSafe(sql));
+    for row in rows {
+        insert = insert
+            .bind(row.seq)
+            .bind(row.created_at_ms)
+            .bind(row.kind)
+            .bind(row.decision)
+            .bind(row.fingerprint)
+            .bind(row.fields.payer.as_deref())
+            .bind(row.fields.payee.as_deref())
+            .bind(row.fields.endpoint.as_deref())
+            .bind(row.fields.tx.as_deref())
+            .bind(row.fields.session.as_deref());
+    }
+    Ok(insert.execute(executor).await?.rows_affected())
+}
+
 fn to_ms(ms: u64, field: &'static str) -> Result<i64, StoreError> {
     i64::try_from(ms).map_err(|_| StoreError::OutOfRange { field })
 }
@@ -502,28 +549,20 @@ impl EvidenceStore for SqlStore {
             }
             // The page in one statement: a round trip per row held the writer for the whole
             // page, and payments waited behind it.
-            let mut sql = String::from(
-                "INSERT INTO evidence_index (seq, created_at_ms, kind, decision, fingerprint, \
-                 payer, payee, endpoint, tx, session) VALUES ",
-            );
-            super::sql::push_placeholders(&mut sql, prepared.len(), 10, 1);
-            sql.push_str(" ON CONFLICT DO NOTHING");
-            // Only numbered placeholders are formatted in; every value is bound.
-            let mut insert = sqlx::query(sqlx::AssertSqlSafe(sql));
-            for (record, fields) in &prepared {
-                insert = insert
-                    .bind(record.seq)
-                    .bind(to_ms(record.created_at_ms, "created_at_ms")?)
-                    .bind(record.kind.clone())
-                    .bind(record.decision.clone())
-                    .bind(record.fingerprint.clone())
-                    .bind(fields.payer.clone())
-                    .bind(fields.payee.clone())
-                    .bind(fields.endpoint.clone())
-                    .bind(fields.tx.clone())
-                    .bind(fields.session.clone());
-            }
-            indexed += insert.execute(&self.pool).await?.rows_affected();
+            let rows = prepared
+                .iter()
+                .map(|(record, fields)| {
+                    Ok(IndexRow {
+                        seq: record.seq,
+                        created_at_ms: to_ms(record.created_at_ms, "created_at_ms")?,
+                        kind: &record.kind,
+                        decision: &record.decision,
+                        fingerprint: record.fingerprint.as_deref(),
+                        fields,
+                    })
+                })
+                .collect::<Result<Vec<_>, StoreError>>()?;
+            indexed += insert_index_rows(&self.pool, &rows).await?;
             if (count as i64) < INDEX_PAGE {
                 return Ok(indexed);
             }
