@@ -8,11 +8,14 @@
 //! committed (DESIGN invariant 4), and the chain is still linear, on both databases and across
 //! replicas (the head row lock is taken per batch as it was per record).
 
+use std::sync::Arc;
+
 use sqlx::AnyPool;
 
-use super::evidence::{IndexFields, IndexRow, insert_index_rows};
-use super::group_commit::GroupCommit;
-use super::sql::{Dialect, push_placeholders};
+use super::evidence::{IndexFields, IndexRow, index_rows_insert};
+use super::group_commit::{GroupCommit, answer_each};
+use super::sql::{Dialect, SqlStore, push_placeholders};
+use super::sqlite_engine::{self, Param, bind_sqlx};
 use super::{EvidenceDraft, EvidenceRecord, RiskPaymentRow, StoreError};
 use crate::evidence::query::body_index_fields;
 use crate::evidence::{canonical_json, expected_hash};
@@ -98,16 +101,42 @@ impl AppendQueue {
     /// Appends `record` to the chain, in a batch with whatever else is queued meanwhile.
     pub(crate) async fn append(
         &self,
-        pool: &AnyPool,
-        dialect: Dialect,
+        store: &SqlStore,
         record: Prepared,
     ) -> Result<EvidenceRecord, StoreError> {
-        self.0
-            .submit(record, |batch| {
-                let pool = pool.clone();
-                async move { write_batch(&pool, dialect, batch).await }
-            })
-            .await
+        match &store.sqlite {
+            // SQLite: the whole batch is one job on Gatehouse's own writer thread.
+            Some(engine) => {
+                self.0
+                    .submit(record, |batch| {
+                        let engine = Arc::clone(engine);
+                        async move {
+                            let (records, replies): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
+                            let outcomes = engine
+                                .write(move |conn| {
+                                    sqlite_engine::together_or_alone(
+                                        conn,
+                                        &records,
+                                        "evidence append",
+                                        append_all_sqlite,
+                                    )
+                                })
+                                .await;
+                            answer_each(replies, outcomes);
+                        }
+                    })
+                    .await
+            }
+            None => {
+                let (pool, dialect) = (&store.pool, store.dialect);
+                self.0
+                    .submit(record, |batch| {
+                        let pool = pool.clone();
+                        async move { write_batch(&pool, dialect, batch).await }
+                    })
+                    .await
+            }
+        }
     }
 }
 
@@ -164,17 +193,87 @@ async fn append_all(
             .fetch_optional(&mut *tx)
             .await?
             .map(|(hash,)| hash);
-        let last_hash = last_hash.ok_or_else(|| {
-            StoreError::Corrupt(format!("evidence head names missing seq {head_seq}"))
-        })?;
-        if last_hash != head_hash {
-            return Err(StoreError::Corrupt(format!(
-                "evidence head disagrees with record {head_seq}"
-            )));
-        }
     }
+    check_head(head_seq, &head_hash, last_hash.as_deref())?;
+    let stored = link(records, head_seq, &head_hash)?;
+    for (sql, params) in inserts(records, &stored) {
+        bind_sqlx(sqlx::query(sqlx::AssertSqlSafe(sql)), &params)
+            .execute(&mut *tx)
+            .await?;
+    }
+    if indexed.unwrap_or(0) != head_seq {
+        // As with the hash above: on PostgreSQL the index may have moved during the lock wait.
+        indexed = sqlx::query_as::<_, (Option<i64>,)>("SELECT MAX(seq) FROM evidence_index")
+            .fetch_one(&mut *tx)
+            .await?
+            .0;
+    }
+    if let Some((sql, params)) = index_insert(records, &stored, indexed, head_seq) {
+        bind_sqlx(sqlx::query(sqlx::AssertSqlSafe(sql)), &params)
+            .execute(&mut *tx)
+            .await?;
+    }
+    let (sql, params) = advance_head(&stored, head_seq)?;
+    let advanced = bind_sqlx(sqlx::query(sql), &params)
+        .execute(&mut *tx)
+        .await?;
+    head_advanced(advanced.rows_affected())?;
+    tx.commit().await?;
+    Ok(stored)
+}
+
+/// [`append_all`] on Gatehouse's own SQLite writer, inside the caller's transaction.
+fn append_all_sqlite(
+    tx: &rusqlite::Transaction<'_>,
+    records: &[Prepared],
+) -> Result<Vec<EvidenceRecord>, StoreError> {
+    let (head_seq, head_hash, last_hash, indexed) =
+        sqlite_engine::query_row(tx, Dialect::SQLITE.select_chain_head(), &[], |row| {
+            Ok((
+                row.get::<_, i64>(0)?,
+                row.get::<_, String>(1)?,
+                row.get::<_, Option<String>>(2)?,
+                row.get::<_, Option<i64>>(3)?,
+            ))
+        })?
+        .ok_or_else(|| StoreError::Corrupt("no evidence head".into()))?;
+    check_head(head_seq, &head_hash, last_hash.as_deref())?;
+    let stored = link(records, head_seq, &head_hash)?;
+    for (sql, params) in inserts(records, &stored) {
+        sqlite_engine::execute(tx, &sql, &params)?;
+    }
+    if let Some((sql, params)) = index_insert(records, &stored, indexed, head_seq) {
+        sqlite_engine::execute(tx, &sql, &params)?;
+    }
+    let (sql, params) = advance_head(&stored, head_seq)?;
+    head_advanced(sqlite_engine::execute(tx, sql, &params)?)?;
+    Ok(stored)
+}
+
+/// The head must name the last record (`last_hash`, the hash stored at the head's seq).
+fn check_head(head_seq: i64, head_hash: &str, last_hash: Option<&str>) -> Result<(), StoreError> {
+    if head_seq == 0 {
+        return Ok(());
+    }
+    match last_hash {
+        None => Err(StoreError::Corrupt(format!(
+            "evidence head names missing seq {head_seq}"
+        ))),
+        Some(hash) if hash != head_hash => Err(StoreError::Corrupt(format!(
+            "evidence head disagrees with record {head_seq}"
+        ))),
+        Some(_) => Ok(()),
+    }
+}
+
+/// `records` numbered and hashed after the head.
+fn link(
+    records: &[Prepared],
+    head_seq: i64,
+    head_hash: &str,
+) -> Result<Vec<EvidenceRecord>, StoreError> {
     let mut stored = Vec::with_capacity(records.len());
-    let (mut seq, mut prev_hash) = (head_seq, head_hash);
+    let (mut seq, mut prev_hash) = (head_seq, head_hash.to_owned());
     for record in records {
         seq = seq
             .checked_add(1)
@@ -188,98 +287,76 @@ async fn append_all(
         prev_hash.clone_from(&appended.hash);
         stored.push(appended);
     }
-    // The whole batch in one statement (a round trip per record held the chain lock longer).
+    Ok(stored)
+}
+
+/// The batch's records, then its risk-history rows, each in one statement (a round trip per
+/// record held the chain lock longer).
+fn inserts<'a>(
+    records: &'a [Prepared],
+    stored: &'a [EvidenceRecord],
+) -> Vec<(String, Vec<Param<'a>>)> {
     let mut sql = String::from(
         "INSERT INTO evidence (seq, created_at_ms, kind, gate, fingerprint, decision, \
          request_id, body, prev_hash, hash) VALUES ",
     );
     push_placeholders(&mut sql, stored.len(), 10, 1);
-    // Only numbered placeholders are formatted in; every value is bound.
-    let mut insert = sqlx::query(sqlx::AssertSqlSafe(sql));
-    for (record, appended) in records.iter().zip(&stored) {
-        insert = insert
-            .bind(appended.seq)
-            .bind(record.created_at_db)
-            .bind(appended.kind.as_str())
-            .bind(appended.gate.as_deref())
-            .bind(appended.fingerprint.as_deref())
-            .bind(appended.decision.as_str())
-            .bind(appended.request_id.as_str())
-            .bind(appended.body.as_str())
-            .bind(appended.prev_hash.as_str())
-            .bind(appended.hash.as_str());
+    let mut params = Vec::with_capacity(stored.len() * 10);
+    for (record, appended) in records.iter().zip(stored) {
+        params.extend([
+            Param::from(appended.seq),
+            record.created_at_db.into(),
+            appended.kind.as_str().into(),
+            appended.gate.as_deref().into(),
+            appended.fingerprint.as_deref().into(),
+            appended.decision.as_str().into(),
+            appended.request_id.as_str().into(),
+            appended.body.as_str().into(),
+            appended.prev_hash.as_str().into(),
+            appended.hash.as_str().into(),
+        ]);
     }
-    insert.execute(&mut *tx).await?;
-    insert_history(&mut tx, records).await?;
-    if indexed.unwrap_or(0) != head_seq {
-        // As with the hash above: on PostgreSQL the index may have moved during the lock wait.
-        indexed = sqlx::query_as::<_, (Option<i64>,)>("SELECT MAX(seq) FROM evidence_index")
-            .fetch_one(&mut *tx)
-            .await?
-            .0;
-    }
-    // The index is a gap-free prefix of the chain (the background indexer continues from its
-    // last seq), so the batch is indexed here only when the index reaches the head and every
-    // record can be indexed from its own body; otherwise the indexer catches up as before.
-    if indexed.unwrap_or(0) == head_seq {
-        insert_index(&mut tx, records, &stored).await?;
-    }
-    let advanced =
-        sqlx::query("UPDATE evidence_head SET seq = $1, hash = $2 WHERE id = 1 AND seq = $3")
-            .bind(seq)
-            .bind(prev_hash.as_str())
-            .bind(head_seq)
-            .execute(&mut *tx)
-            .await?;
-    if advanced.rows_affected() != 1 {
-        // Unreachable while the head is locked; refuse rather than fork the chain.
-        return Err(StoreError::Corrupt(
-            "evidence head moved during append".into(),
-        ));
-    }
-    tx.commit().await?;
-    Ok(stored)
-}
-
-/// The batch's risk-history rows, in one statement (a payment already there keeps its row).
-async fn insert_history(
-    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
-    records: &[Prepared],
-) -> Result<(), StoreError> {
+    let mut statements = vec![(sql, params)];
+    // A payment already in the history keeps its row.
     let rows: Vec<_> = records.iter().filter_map(|r| r.history.as_ref()).collect();
-    if rows.is_empty() {
-        return Ok(());
+    if !rows.is_empty() {
+        let mut sql = String::from(
+            "INSERT INTO risk_payments (fingerprint, payer, pay_to, resource, endpoint, amount, \
+             created_at_ms, asset) VALUES ",
+        );
+        push_placeholders(&mut sql, rows.len(), 8, 1);
+        sql.push_str(" ON CONFLICT (fingerprint) DO NOTHING");
+        let mut params = Vec::with_capacity(rows.len() * 8);
+        for (row, at) in rows {
+            params.extend([
+                Param::from(row.fingerprint.as_str()),
+                row.payer.as_deref().into(),
+                row.pay_to.as_str().into(),
+                row.resource.as_deref().into(),
+                row.endpoint.as_deref().into(),
+                row.amount.as_str().into(),
+                (*at).into(),
+                row.asset.as_str().into(),
+            ]);
+        }
+        statements.push((sql, params));
     }
-    let mut sql = String::from(
-        "INSERT INTO risk_payments (fingerprint, payer, pay_to, resource, endpoint, amount, \
-         created_at_ms, asset) VALUES ",
-    );
-    push_placeholders(&mut sql, rows.len(), 8, 1);
-    sql.push_str(" ON CONFLICT (fingerprint) DO NOTHING");
-    // Only numbered placeholders are formatted in; every value is bound.
-    let mut insert = sqlx::query(sqlx::AssertSqlSafe(sql));
-    for (row, at) in rows {
-        insert = insert
-            .bind(row.fingerprint.as_str())
-            .bind(row.payer.as_deref())
-            .bind(row.pay_to.as_str())
-            .bind(row.resource.as_deref())
-            .bind(row.endpoint.as_deref())
-            .bind(row.amount.as_str())
-            .bind(*at)
-            .bind(row.asset.as_str());
-    }
-    insert.execute(&mut **tx).await?;
-    Ok(())
+    statements
 }
 
-/// The batch's search-index rows, in one statement, when every record has them.
-async fn insert_index(
-    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
-    records: &[Prepared],
-    stored: &[EvidenceRecord],
-) -> Result<(), StoreError> {
-    let Some(rows) = records
+/// The batch's search-index rows, when the index (last seq `indexed`) reaches the head and
+/// every record has them. The index is a gap-free prefix of the chain (the background indexer
+/// continues from its last seq); otherwise the indexer catches up as before.
+fn index_insert<'a>(
+    records: &'a [Prepared],
+    stored: &'a [EvidenceRecord],
+    indexed: Option<i64>,
+    head_seq: i64,
+) -> Option<(String, Vec<Param<'a>>)> {
+    if indexed.unwrap_or(0) != head_seq {
+        return None;
+    }
+    let rows = records
         .iter()
         .zip(stored)
         .map(|(record, appended)| {
@@ -292,10 +369,30 @@ async fn insert_index(
                 fields: record.index.as_ref()?,
             })
         })
-        .collect::<Option<Vec<_>>>()
-    else {
-        return Ok(());
-    };
-    insert_index_rows(&mut **tx, &rows).await?;
+        .collect::<Option<Vec<_>>>()?;
+    index_rows_insert(&rows)
+}
+
+/// Moves the head from `head_seq` to the batch's last record.
+fn advance_head(
+    stored: &[EvidenceRecord],
+    head_seq: i64,
+) -> Result<(&'static str, Vec<Param<'_>>), StoreError> {
+    let last = stored
+        .last()
+        .ok_or_else(|| StoreError::Corrupt("an empty evidence batch".into()))?;
+    Ok((
+        "UPDATE evidence_head SET seq = $1, hash = $2 WHERE id = 1 AND seq = $3",
+        vec![last.seq.into(), last.hash.as_str().into(), head_seq.into()],
+    ))
+}
+
+fn head_advanced(rows: u64) -> Result<(), StoreError> {
+    if rows != 1 {
+        // Unreachable while the head is locked; refuse rather than fork the chain.
+        return Err(StoreError::Corrupt(
+            "evidence head moved during append".into(),
+        ));
+    }
     Ok(())
 }

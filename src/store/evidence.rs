@@ -10,6 +10,7 @@ use async_trait::async_trait;
 use sqlx::FromRow;
 
 use super::sql::{EvidenceRow, SqlStore, evidence_records};
+use super::sqlite_engine::{Param, bind_sqlx};
 use super::{EvidenceRecord, StoreError};
 use crate::evidence::TOMBSTONE_BODY;
 use crate::evidence::query::index_fields;
@@ -408,7 +409,7 @@ pub(crate) struct IndexRow<'a> {
 }
 
 /// Inserts `rows` into the search index in one statement (a seq already indexed keeps its
-/// row); the rows inserted. Used by the catch-up and by the evidence appender alike.
+/// row); the rows inserted. Used by the catch-up.
 pub(crate) async fn insert_index_rows<'c, E>(
     executor: E,
     rows: &[IndexRow<'_>],
@@ -416,8 +417,19 @@ pub(crate) async fn insert_index_rows<'c, E>(
 where
     E: sqlx::Executor<'c, Database = sqlx::Any>,
 {
-    if rows.is_empty() {
+    let Some((sql, params)) = index_rows_insert(rows) else {
         return Ok(0);
+    };
+    // Only numbered placeholders are formatted in; every value is bound.
+    let insert = bind_sqlx(sqlx::query(sqlx::AssertSqlSafe(sql)), &params);
+    Ok(insert.execute(executor).await?.rows_affected())
+}
+
+/// The statement inserting `rows` into the search index (a seq already indexed keeps its
+/// row); `None` for no rows. Shared by the catch-up and the evidence appenders.
+pub(crate) fn index_rows_insert<'a>(rows: &[IndexRow<'a>]) -> Option<(String, Vec<Param<'a>>)> {
+    if rows.is_empty() {
+        return None;
     }
     let mut sql = String::from(
         "INSERT INTO evidence_index (seq, created_at_ms, kind, decision, fingerprint, payer, \
@@ -425,22 +437,22 @@ where
     );
     super::sql::push_placeholders(&mut sql, rows.len(), 10, 1);
     sql.push_str(" ON CONFLICT DO NOTHING");
-    // Only numbered placeholders are formatted in; every value is bound.
-    let mut insert = sqlx::query(sqlx::AssertSqlSafe(sql));
+    let mut params = Vec::with_capacity(rows.len() * 10);
     for row in rows {
-        insert = insert
-            .bind(row.seq)
-            .bind(row.created_at_ms)
-            .bind(row.kind)
-            .bind(row.decision)
-            .bind(row.fingerprint)
-            .bind(row.fields.payer.as_deref())
-            .bind(row.fields.payee.as_deref())
-            .bind(row.fields.endpoint.as_deref())
-            .bind(row.fields.tx.as_deref())
-            .bind(row.fields.session.as_deref());
+        params.extend([
+            Param::from(row.seq),
+            row.created_at_ms.into(),
+            row.kind.into(),
+            row.decision.into(),
+            row.fingerprint.into(),
+            row.fields.payer.as_deref().into(),
+            row.fields.payee.as_deref().into(),
+            row.fields.endpoint.as_deref().into(),
+            row.fields.tx.as_deref().into(),
+            row.fields.session.as_deref().into(),
+        ]);
     }
-    Ok(insert.execute(executor).await?.rows_affected())
+    Some((sql, params))
 }
 
 fn to_ms(ms: u64, field: &'static str) -> Result<i64, StoreError> {

@@ -82,3 +82,24 @@ impl<T: Send + 'static, R: Send + 'static> GroupCommit<T, R> {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
+
+/// Answers each caller of a batch with its own outcome, or every caller with the error that
+/// stopped the whole batch.
+pub(crate) fn answer_each<R>(
+    replies: Vec<Reply<R>>,
+    outcomes: Result<Vec<Result<R, StoreError>>, StoreError>,
+) {
+    match outcomes {
+        Ok(outcomes) => {
+            for (reply, outcome) in replies.into_iter().zip(outcomes) {
+                let _ = reply.send(outcome);
+            }
+        }
+        Err(error) => {
+            let message = error.to_string();
+            for reply in replies {
+                let _ = reply.send(Err(StoreError::Stopped(message.clone())));
+            }
+        }
+    }
+}

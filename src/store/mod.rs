@@ -14,6 +14,7 @@ mod ops;
 mod policy;
 pub mod risk;
 mod sql;
+mod sqlite_engine;
 
 use std::fmt;
 use std::sync::Arc;
@@ -503,13 +504,19 @@ pub enum StoreError {
     /// Stored data violates an invariant (unknown state, broken chain head).
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
+    /// A statement on Gatehouse's own SQLite connections failed.
+    #[error("database error: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    /// Gatehouse's SQLite writer thread is not running.
+    #[error("database unavailable: {0}")]
+    Stopped(String),
 }
 
 impl StoreError {
     /// Text safe to show a client: never SQL, table names or credentials.
     pub fn public_message(&self) -> &'static str {
         match self {
-            Self::Unavailable(_) => "the database is unavailable",
+            _ if self.is_unavailable() => "the database is unavailable",
             Self::NotFound => "no such settlement",
             _ => "an internal database error occurred",
         }
@@ -517,7 +524,20 @@ impl StoreError {
 
     /// Whether retrying later may succeed (fail closed meanwhile).
     pub fn is_unavailable(&self) -> bool {
-        matches!(self, Self::Unavailable(_))
+        match self {
+            Self::Unavailable(_) | Self::Stopped(_) => true,
+            // Another writer held the file past the busy handler's patience, or the file
+            // could not be opened or written: retrying later may work.
+            Self::Sqlite(rusqlite::Error::SqliteFailure(error, _)) => matches!(
+                error.code,
+                rusqlite::ErrorCode::DatabaseBusy
+                    | rusqlite::ErrorCode::DatabaseLocked
+                    | rusqlite::ErrorCode::CannotOpen
+                    | rusqlite::ErrorCode::SystemIoFailure
+                    | rusqlite::ErrorCode::DiskFull
+            ),
+            _ => false,
+        }
     }
 }
 

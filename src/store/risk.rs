@@ -7,6 +7,7 @@ use serde::Serialize;
 
 use super::StoreError;
 use super::sql::SqlStore;
+use super::sqlite_engine::{self, Param, bind_sqlx_as};
 
 /// A stored risk session.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -524,8 +525,22 @@ impl RiskStore for SqlStore {
                      AND fingerprint <> $2 AND created_at_ms >= $4 \
                      ORDER BY created_at_ms DESC LIMIT $9) AS recent) AS day"
         );
-        #[allow(clippy::type_complexity)]
-        let (d, h, p, r, e, f, u, min, max, disputes, reviews): (
+        let payer_key = q.payer.as_deref().map(crate::admin::normalise_pay_to);
+        let params: [Param<'_>; 12] = [
+            q.payer.as_deref().into(),
+            q.fingerprint.as_str().into(),
+            hour.into(),
+            day.into(),
+            five.into(),
+            q.pay_to.as_str().into(),
+            q.resource.as_deref().into(),
+            q.endpoint.as_deref().into(),
+            HISTORY_COUNT_CAP.into(),
+            q.asset.as_str().into(),
+            USUAL_RANGE_WINDOW.into(),
+            payer_key.as_deref().into(),
+        ];
+        type Row = (
             i64,
             i64,
             i64,
@@ -537,21 +552,34 @@ impl RiskStore for SqlStore {
             Option<String>,
             i64,
             i64,
-        ) = sqlx::query_as(SQL)
-            .bind(q.payer.as_deref())
-            .bind(q.fingerprint.as_str())
-            .bind(hour)
-            .bind(day)
-            .bind(five)
-            .bind(q.pay_to.as_str())
-            .bind(q.resource.as_deref())
-            .bind(q.endpoint.as_deref())
-            .bind(HISTORY_COUNT_CAP)
-            .bind(q.asset.as_str())
-            .bind(USUAL_RANGE_WINDOW)
-            .bind(q.payer.as_deref().map(crate::admin::normalise_pay_to))
-            .fetch_one(&self.reads)
-            .await?;
+        );
+        // Every verify asks; on SQLite it is answered in place.
+        let (d, h, p, r, e, f, u, min, max, disputes, reviews): Row = match &self.sqlite {
+            Some(engine) => engine
+                .read(|conn| {
+                    sqlite_engine::query_row(conn, SQL, &params, |row| {
+                        Ok((
+                            row.get(0)?,
+                            row.get(1)?,
+                            row.get(2)?,
+                            row.get(3)?,
+                            row.get(4)?,
+                            row.get(5)?,
+                            row.get(6)?,
+                            row.get(7)?,
+                            row.get(8)?,
+                            row.get(9)?,
+                            row.get(10)?,
+                        ))
+                    })
+                })?
+                .ok_or_else(|| StoreError::Corrupt("history counts returned no row".into()))?,
+            None => {
+                bind_sqlx_as(sqlx::query_as(SQL), &params)
+                    .fetch_one(&self.reads)
+                    .await?
+            }
+        };
         let count = |n: i64| u64::try_from(n).unwrap_or(0);
         let counts = HistoryCounts {
             payer_1h: count(h),

@@ -6,6 +6,8 @@
 //! holds the single `evidence_head` row (`FOR UPDATE` on PostgreSQL, `BEGIN IMMEDIATE` on SQLite)
 //! for the whole read-hash-insert-advance step.
 
+use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -13,7 +15,9 @@ use sqlx::any::AnyPoolOptions;
 use sqlx::migrate::Migrator;
 use sqlx::{AnyPool, FromRow};
 
+use super::group_commit::answer_each;
 use super::group_commit::{GroupCommit, Reply};
+use super::sqlite_engine::{self, Param, SqliteEngine, bind_sqlx, temporary_path};
 
 use super::{
     Backend, Begin, BreakerRecord, BudgetCounter, BudgetRequest, EndpointPin, EvidenceDraft,
@@ -32,7 +36,7 @@ const SQLITE_BUSY_TIMEOUT_MS: u32 = 10_000;
 /// Connections for long read-only scans of a SQLite file (writes use one connection).
 const SQLITE_READ_CONNECTIONS: u32 = 4;
 /// WAL pages (4 KiB each) after which a commit checkpoints the log itself.
-const SQLITE_AUTOCHECKPOINT_PAGES: u32 = 4_000;
+pub(crate) const SQLITE_AUTOCHECKPOINT_PAGES: u32 = 4_000;
 const POSTGRES_MAX_CONNECTIONS: u32 = 32;
 /// Bound on re-reads when a failed settlement is re-claimed concurrently.
 const RECLAIM_ATTEMPTS: usize = 4;
@@ -75,6 +79,9 @@ macro_rules! select_evidence {
 pub(crate) struct Dialect(Backend);
 
 impl Dialect {
+    /// SQLite's statements.
+    pub(crate) const SQLITE: Dialect = Dialect(Backend::Sqlite);
+
     /// Opens a transaction that writes the evidence chain. SQLite takes the write lock up front
     /// so two appenders cannot both read the same head and then fail to upgrade.
     pub(crate) fn begin_chain_write(self) -> &'static str {
@@ -123,6 +130,8 @@ pub struct SqlStore {
     reservations: GroupCommit<PendingReserve, Fast>,
     /// Held while the evidence search index catches up (see `index_evidence`).
     pub(super) indexing: tokio::sync::Mutex<()>,
+    /// SQLite only: the hot paths on Gatehouse's own connections to the same file.
+    pub(super) sqlite: Option<Arc<SqliteEngine>>,
 }
 
 impl SqlStore {
@@ -152,6 +161,7 @@ impl SqlStore {
             appends: Default::default(),
             reservations: reserve_queue(),
             indexing: Default::default(),
+            sqlite: None,
         })
     }
 
@@ -159,16 +169,22 @@ impl SqlStore {
         let (database_url, synchronous) = sqlite_synchronous(database_url)?;
         let database_url = database_url.as_str();
         let in_memory = database_url.contains(":memory:") || database_url.contains("mode=memory");
-        // `sqlite://:memory:` does not parse as a URL with an empty host, so every in-memory
-        // spelling becomes the one form the Any driver accepts.
-        let url = if in_memory {
-            "sqlite::memory:".to_owned()
-        } else if database_url.contains("mode=") {
-            database_url.to_owned()
-        } else if database_url.contains('?') {
-            format!("{database_url}&mode=rwc")
+        // An in-memory database is a temporary file instead, removed with the store: the
+        // connections sqlx opens and Gatehouse's own (see `SqliteEngine`) must share it.
+        let (url, path) = if in_memory {
+            let path = temporary_path();
+            (format!("sqlite://{}?mode=rwc", path.display()), path)
         } else {
-            format!("{database_url}?mode=rwc")
+            let url = if database_url.contains("mode=") {
+                database_url.to_owned()
+            } else if database_url.contains('?') {
+                format!("{database_url}&mode=rwc")
+            } else {
+                format!("{database_url}?mode=rwc")
+            };
+            let options = sqlx::sqlite::SqliteConnectOptions::from_str(&url)
+                .map_err(|error| StoreError::InvalidUrl(error.to_string()))?;
+            (url, options.get_filename().to_owned())
         };
         let options = || {
             AnyPoolOptions::new()
@@ -199,26 +215,6 @@ impl SqlStore {
                     })
                 })
         };
-        // The Any driver parses the URL per connection, and each `:memory:` connection would get
-        // its own database; one connection, never recycled, keeps one database.
-        if in_memory {
-            let pool = options()
-                .max_connections(1)
-                .min_connections(1)
-                .idle_timeout(None)
-                .max_lifetime(None)
-                .connect(&url)
-                .await
-                .map_err(StoreError::Unavailable)?;
-            return Ok(Self {
-                reads: pool.clone(),
-                pool,
-                dialect: Dialect(Backend::Sqlite),
-                appends: Default::default(),
-                reservations: reserve_queue(),
-                indexing: Default::default(),
-            });
-        }
         // SQLite has one writer at a time. Writers on several connections meet at the file
         // lock, where the busy handler sleeps (1, 2, 5, ... 100 ms) between attempts: under
         // load that, not the work, made the latency. One connection for everything that may
@@ -234,6 +230,7 @@ impl SqlStore {
             .connect(&url)
             .await
             .map_err(StoreError::Unavailable)?;
+        let engine = SqliteEngine::open(&path, synchronous.pragma(), in_memory)?;
         Ok(Self {
             pool,
             reads,
@@ -241,7 +238,15 @@ impl SqlStore {
             appends: Default::default(),
             reservations: reserve_queue(),
             indexing: Default::default(),
+            sqlite: Some(Arc::new(engine)),
         })
+    }
+
+    /// The SQLite hot-path connections (SQLite stores only).
+    pub(super) fn engine(&self) -> Result<&Arc<SqliteEngine>, StoreError> {
+        self.sqlite
+            .as_ref()
+            .ok_or_else(|| StoreError::Stopped("no SQLite engine on this store".into()))
     }
 
     async fn insert_claim(&self, claim: &SettlementClaim, now: i64) -> Result<bool, StoreError> {
@@ -576,11 +581,32 @@ impl Store for SqlStore {
         &self,
         fingerprint: &Fingerprint,
     ) -> Result<Option<SettlementRecord>, StoreError> {
-        let row: Option<SettlementRow> =
-            sqlx::query_as(select_settlements!("WHERE fingerprint = $1"))
-                .bind(fingerprint.0.as_str())
-                .fetch_optional(&self.reads)
-                .await?;
+        const SQL: &str = select_settlements!("WHERE fingerprint = $1");
+        // Every verify asks; on SQLite it is answered in place.
+        let row: Option<SettlementRow> = match &self.sqlite {
+            Some(engine) => engine.read(|conn| {
+                sqlite_engine::query_row(conn, SQL, &[fingerprint.0.as_str().into()], |row| {
+                    Ok(SettlementRow {
+                        fingerprint: row.get(0)?,
+                        state: row.get(1)?,
+                        payment_identifier: row.get(2)?,
+                        request_digest: row.get(3)?,
+                        tx_hash: row.get(4)?,
+                        response_json: row.get(5)?,
+                        network: row.get(6)?,
+                        payer: row.get(7)?,
+                        created_at_ms: row.get(8)?,
+                        updated_at_ms: row.get(9)?,
+                    })
+                })
+            })?,
+            None => {
+                sqlx::query_as(SQL)
+                    .bind(fingerprint.0.as_str())
+                    .fetch_optional(&self.reads)
+                    .await?
+            }
+        };
         row.map(SettlementRecord::try_from).transpose()
     }
 
@@ -616,7 +642,7 @@ impl Store for SqlStore {
         history: Option<RiskPaymentRow>,
     ) -> Result<EvidenceRecord, StoreError> {
         let record = super::chain_append::Prepared::new(draft, history)?;
-        self.appends.append(&self.pool, self.dialect, record).await
+        self.appends.append(self, record).await
     }
 
     async fn evidence_after(
@@ -676,11 +702,11 @@ impl Store for SqlStore {
                     expires,
                     now,
                 };
-                let (pool, dialect) = (&self.pool, self.dialect);
+                let engine = self.engine()?;
                 self.reservations
                     .submit(pending, |batch| {
-                        let pool = pool.clone();
-                        async move { reserve_batch(&pool, dialect, batch).await }
+                        let engine = Arc::clone(engine);
+                        async move { reserve_batch(&engine, batch).await }
                     })
                     .await?
             }
@@ -1088,23 +1114,39 @@ async fn insert_new_holds(
     expires: i64,
     now: i64,
 ) -> Result<u64, StoreError> {
-    // $1 fingerprint, $2 expires, $3 now, then (key, amount) per counter from $4.
+    let params = insert_holds_params(fingerprint, counters, expires, now);
+    // Only numbered placeholders are formatted in; every value is bound.
+    let sql = sqlx::AssertSqlSafe(insert_holds_sql(counters.len()));
+    Ok(bind_sqlx(sqlx::query(sql), &params)
+        .execute(&mut **tx)
+        .await?
+        .rows_affected())
+}
+
+/// The statement inserting a payment's holds on `n` counters unless it has some already:
+/// $1 fingerprint, $2 expires, $3 now, then (key, amount) per counter from $4.
+fn insert_holds_sql(n: usize) -> String {
     let mut sql = String::from(
         "INSERT INTO policy_holds (fingerprint, counter_key, amount, state, expires_at_ms, \
          created_at_ms, updated_at_ms) SELECT $1, column1, column2, 'reserved', $2, $3, $3 \
          FROM (VALUES ",
     );
-    push_placeholders(&mut sql, counters.len(), 2, 4);
+    push_placeholders(&mut sql, n, 2, 4);
     sql.push_str(") AS v WHERE NOT EXISTS (SELECT 1 FROM policy_holds WHERE fingerprint = $1)");
-    // Only numbered placeholders are formatted in; every value is bound.
-    let mut q = sqlx::query(sqlx::AssertSqlSafe(sql))
-        .bind(fingerprint)
-        .bind(expires)
-        .bind(now);
+    sql
+}
+
+fn insert_holds_params<'a>(
+    fingerprint: &'a str,
+    counters: &'a [super::BudgetClaim],
+    expires: i64,
+    now: i64,
+) -> Vec<Param<'a>> {
+    let mut params = vec![fingerprint.into(), expires.into(), now.into()];
     for c in counters {
-        q = q.bind(c.key.as_str()).bind(c.amount);
+        params.extend([Param::from(c.key.as_str()), c.amount.into()]);
     }
-    Ok(q.execute(&mut **tx).await?.rows_affected())
+    params
 }
 
 /// One payment's reservation waiting for a SQLite batch.
@@ -1124,54 +1166,25 @@ fn reserve_queue() -> GroupCommit<PendingReserve, Fast> {
     GroupCommit::new(RESERVE_BATCH_MAX)
 }
 
-/// SQLite: the fast path of every queued reservation in one transaction, two statements each
-/// (the writer connection was held for four per reservation, and it is what payments wait
-/// for). Each take is all or none, so no reservation needs a savepoint to undo its own part.
-/// If the batch fails, each reservation runs alone.
-async fn reserve_batch(
-    pool: &AnyPool,
-    dialect: Dialect,
-    batch: Vec<(PendingReserve, Reply<Fast>)>,
-) {
+/// SQLite: the fast path of every queued reservation in one transaction, two statements each,
+/// as one job on the writer thread. Each take is all or none, so no reservation needs a
+/// savepoint to undo its own part. If the batch fails, each reservation runs alone.
+async fn reserve_batch(engine: &SqliteEngine, batch: Vec<(PendingReserve, Reply<Fast>)>) {
     let (items, replies): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
-    let together = async {
-        let mut tx = pool.begin_with(dialect.begin_chain_write()).await?;
-        let mut outcomes = Vec::with_capacity(items.len());
-        for item in &items {
-            outcomes.push(take_whole(&mut tx, item).await?);
-        }
-        tx.commit().await?;
-        Ok::<_, StoreError>(outcomes)
-    }
-    .await;
-    match together {
-        Ok(outcomes) => {
-            for (reply, outcome) in replies.into_iter().zip(outcomes) {
-                let _ = reply.send(Ok(outcome));
-            }
-        }
-        Err(error) => {
-            tracing::warn!(%error, reservations = items.len(), "Budget batch failed; reserving one by one.");
-            for (item, reply) in items.iter().zip(replies) {
-                let alone = reserve_fast(
-                    pool,
-                    dialect,
-                    &item.fingerprint,
-                    &item.counters,
-                    item.expires,
-                    item.now,
-                )
-                .await;
-                let _ = reply.send(alone);
-            }
-        }
-    }
+    let outcomes = engine
+        .write(move |conn| {
+            sqlite_engine::together_or_alone(conn, &items, "budget reservation", |tx, items| {
+                items.iter().map(|item| take_whole(tx, item)).collect()
+            })
+        })
+        .await;
+    answer_each(replies, outcomes);
 }
 
 /// SQLite, inside a batch: takes every counter, or none when one would pass its cap or the
 /// payment already holds budget, then inserts the holds. The check reads the counters as the
-/// batch left them (one writer, BEGIN IMMEDIATE), so it decides for every row at once.
-async fn take_whole(tx: &mut AnyTx<'_>, item: &PendingReserve) -> Result<Fast, StoreError> {
+/// batch left them (BEGIN IMMEDIATE), so it decides for every row at once.
+fn take_whole(tx: &rusqlite::Connection, item: &PendingReserve) -> Result<Fast, StoreError> {
     let n = item.counters.len();
     // $1 = now, (key, amount, cap) per counter from $2, then the fingerprint.
     let fingerprint_param = 2 + 3 * n;
@@ -1192,18 +1205,18 @@ async fn take_whole(tx: &mut AnyTx<'_>, item: &PendingReserve) -> Result<Fast, S
          reserved = policy_counters.reserved + excluded.reserved, \
          updated_at_ms = excluded.updated_at_ms",
     );
-    // Only numbered placeholders are formatted in; every value is bound.
-    let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(item.now);
+    let mut params = vec![Param::Int(item.now)];
     for c in &item.counters {
-        q = q.bind(c.key.as_str()).bind(c.amount).bind(c.cap);
+        params.extend([Param::from(c.key.as_str()), c.amount.into(), c.cap.into()]);
     }
-    let took = q
-        .bind(item.fingerprint.as_str())
-        .execute(&mut **tx)
-        .await?
-        .rows_affected();
+    params.push(item.fingerprint.as_str().into());
+    let took = sqlite_engine::execute(tx, &sql, &params)?;
     if took == 0 {
-        let own = own_holds(tx, &item.fingerprint, item.now).await?;
+        let holds =
+            sqlite_engine::query_all(tx, OWN_HOLDS, &[item.fingerprint.as_str().into()], |row| {
+                Ok((row.get(0)?, row.get(1)?))
+            })?;
+        let own = OwnHolds::of(&holds, item.now);
         return Ok(if own.held && !own.stale {
             Fast::AlreadyHeld
         } else {
@@ -1215,14 +1228,11 @@ async fn take_whole(tx: &mut AnyTx<'_>, item: &PendingReserve) -> Result<Fast, S
             "a reservation took {took} of its {n} counters"
         )));
     }
-    let held = insert_new_holds(
+    let held = sqlite_engine::execute(
         tx,
-        &item.fingerprint,
-        &item.counters,
-        item.expires,
-        item.now,
-    )
-    .await?;
+        &insert_holds_sql(n),
+        &insert_holds_params(&item.fingerprint, &item.counters, item.expires, item.now),
+    )?;
     if held != n as u64 {
         return Err(StoreError::Corrupt(format!(
             "a reservation stored {held} of its {n} holds"
@@ -1263,25 +1273,33 @@ struct OwnHolds {
     stale: bool,
 }
 
+/// A payment's holds: (state, expires_at_ms) per counter.
+const OWN_HOLDS: &str = "SELECT state, expires_at_ms FROM policy_holds WHERE fingerprint = $1";
+
+impl OwnHolds {
+    fn of(holds: &[(String, i64)], now: i64) -> Self {
+        OwnHolds {
+            held: holds
+                .iter()
+                .any(|(state, _)| state == "reserved" || state == "committed"),
+            lapsed: holds.iter().any(|(state, _)| state == "expired"),
+            stale: holds
+                .iter()
+                .any(|(state, expires)| state == "reserved" && *expires <= now),
+        }
+    }
+}
+
 async fn own_holds(
     tx: &mut AnyTx<'_>,
     fingerprint: &str,
     now: i64,
 ) -> Result<OwnHolds, StoreError> {
-    let holds: Vec<(String, i64)> =
-        sqlx::query_as("SELECT state, expires_at_ms FROM policy_holds WHERE fingerprint = $1")
-            .bind(fingerprint)
-            .fetch_all(&mut **tx)
-            .await?;
-    Ok(OwnHolds {
-        held: holds
-            .iter()
-            .any(|(state, _)| state == "reserved" || state == "committed"),
-        lapsed: holds.iter().any(|(state, _)| state == "expired"),
-        stale: holds
-            .iter()
-            .any(|(state, expires)| state == "reserved" && *expires <= now),
-    })
+    let holds: Vec<(String, i64)> = sqlx::query_as(OWN_HOLDS)
+        .bind(fingerprint)
+        .fetch_all(&mut **tx)
+        .await?;
+    Ok(OwnHolds::of(&holds, now))
 }
 
 /// Gives back holds on `key` whose payment lifetime has passed. Runs under the counter's lock,
@@ -1436,16 +1454,25 @@ mod tests {
                 .expect("read")
             }
         };
-        let mut tx = store.pool.begin().await.expect("begin");
         let roomy_and_tight = [("roomy", 1_000, 10), ("tight", 25, 10)];
-        let outcomes = [
-            take_whole(&mut tx, &pending("a", &roomy_and_tight)).await,
-            take_whole(&mut tx, &pending("b", &roomy_and_tight)).await,
-            take_whole(&mut tx, &pending("a", &roomy_and_tight)).await,
-            take_whole(&mut tx, &pending("c", &roomy_and_tight)).await,
-            take_whole(&mut tx, &pending("d", &[("new", 5, 6)])).await,
+        let items = [
+            pending("a", &roomy_and_tight),
+            pending("b", &roomy_and_tight),
+            pending("a", &roomy_and_tight),
+            pending("c", &roomy_and_tight),
+            pending("d", &[("new", 5, 6)]),
         ];
-        tx.commit().await.expect("commit");
+        let outcomes = store
+            .engine()
+            .expect("engine")
+            .write(move |conn| {
+                let tx = conn.transaction().expect("begin");
+                let outcomes: Vec<_> = items.iter().map(|item| take_whole(&tx, item)).collect();
+                tx.commit().expect("commit");
+                outcomes
+            })
+            .await
+            .expect("writer");
         let outcomes: Vec<_> = outcomes
             .into_iter()
             .map(|o| format!("{:?}", o.expect("take")))
