@@ -1435,6 +1435,87 @@ mod tests {
         }
     }
 
+    /// An in-memory URL is a temporary file both sets of connections share, gone with the store.
+    #[tokio::test]
+    async fn an_in_memory_store_is_a_temporary_file_removed_on_drop() {
+        let store = SqlStore::connect("sqlite::memory:").await.expect("connect");
+        store.migrate().await.expect("migrate");
+        let path = store.engine().expect("engine").path().to_owned();
+        assert!(path.exists(), "{} while the store is open", path.display());
+        // Written through sqlx, read through Gatehouse's own connection: one database.
+        sqlx::query("INSERT INTO policy_counters (counter_key, used, reserved, updated_at_ms) VALUES ('k', 1, 2, 3)")
+            .execute(&store.pool)
+            .await
+            .expect("insert");
+        let read = store
+            .engine()
+            .expect("engine")
+            .read(|conn| {
+                sqlite_engine::query_row(
+                    conn,
+                    "SELECT reserved FROM policy_counters WHERE counter_key = $1",
+                    &["k".into()],
+                    |row| row.get::<_, i64>(0),
+                )
+            })
+            .expect("read");
+        assert_eq!(read, Some(2));
+        drop(store);
+        assert!(
+            !path.exists(),
+            "{} after the store is dropped",
+            path.display()
+        );
+    }
+
+    /// sqlx's writer and Gatehouse's meet at SQLite's file lock: a reservation batch waits for
+    /// a sqlx transaction holding the lock, then commits, and neither loses a write.
+    #[tokio::test]
+    async fn the_two_writers_wait_for_each_other() {
+        let store = Arc::new(SqlStore::connect("sqlite::memory:").await.expect("connect"));
+        store.migrate().await.expect("migrate");
+        let mut tx = store
+            .pool
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .expect("begin");
+        sqlx::query("INSERT INTO policy_counters (counter_key, used, reserved, updated_at_ms) VALUES ('held', 0, 7, 1)")
+            .execute(&mut *tx)
+            .await
+            .expect("insert");
+        let engine = Arc::clone(store.engine().expect("engine"));
+        let item = pending("p", &[("held", 100, 5)]);
+        let waiting = tokio::spawn(async move {
+            engine
+                .write(move |conn| {
+                    sqlite_engine::together_or_alone(conn, &[item], "test", |tx, items| {
+                        items.iter().map(|item| take_whole(tx, item)).collect()
+                    })
+                })
+                .await
+        });
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(
+            !waiting.is_finished(),
+            "the batch must wait for the file lock"
+        );
+        tx.commit().await.expect("commit");
+        let outcomes = waiting.await.expect("join").expect("writer");
+        assert!(
+            matches!(outcomes.as_slice(), [Ok(Fast::Reserved)]),
+            "{outcomes:?}"
+        );
+        let (reserved,): (i64,) =
+            sqlx::query_as("SELECT reserved FROM policy_counters WHERE counter_key = 'held'")
+                .fetch_one(&store.pool)
+                .await
+                .expect("read");
+        assert_eq!(
+            reserved, 12,
+            "the sqlx insert and the batch's take both stand"
+        );
+    }
+
     /// The batched take itself (the batch would hide a wrong one by falling back to the
     /// per-reservation path): all or none within one transaction, a payment that holds
     /// budget is told apart, and what it leaves to the careful path is untouched.

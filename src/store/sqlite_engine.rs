@@ -248,6 +248,12 @@ impl SqliteEngine {
         })
     }
 
+    /// The database file.
+    #[cfg(test)]
+    pub(crate) fn path(&self) -> &Path {
+        &self.path
+    }
+
     /// Runs `work` on the writer connection, after every job queued before it.
     pub(crate) async fn write<R: Send + 'static>(
         &self,
@@ -348,4 +354,29 @@ pub(crate) fn temporary_path() -> PathBuf {
     ));
     drop(TemporaryFile(path.clone()));
     path
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `$N` binds the N-th parameter wherever it first appears, as on PostgreSQL.
+    #[test]
+    fn numbered_placeholders_bind_by_number_not_by_position() {
+        let conn = Connection::open_in_memory().expect("open");
+        let got = query_row(
+            &conn,
+            "SELECT $2 || $1 || $2, $3 IS NULL, $4 + 1",
+            &["a".into(), "b".into(), Param::Text(None), 41.into()],
+            |row| {
+                Ok((
+                    row.get::<_, String>(0)?,
+                    row.get::<_, bool>(1)?,
+                    row.get::<_, i64>(2)?,
+                ))
+            },
+        )
+        .expect("query");
+        assert_eq!(got, Some(("bab".to_owned(), true, 42)));
+    }
 }
