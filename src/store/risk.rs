@@ -553,27 +553,34 @@ impl RiskStore for SqlStore {
             i64,
             i64,
         );
-        // Every verify asks; on SQLite it is answered in place.
+        // Every verify asks. On SQLite it runs on the writer connection: its page cache stays
+        // warm, while a read connection's is dropped whenever another connection commits, and
+        // these counts walk the newest index pages, the ones every commit changes.
         let (d, h, p, r, e, f, u, min, max, disputes, reviews): Row = match &self.sqlite {
-            Some(engine) => engine
-                .read(|conn| {
-                    sqlite_engine::query_row(conn, SQL, &params, |row| {
-                        Ok((
-                            row.get(0)?,
-                            row.get(1)?,
-                            row.get(2)?,
-                            row.get(3)?,
-                            row.get(4)?,
-                            row.get(5)?,
-                            row.get(6)?,
-                            row.get(7)?,
-                            row.get(8)?,
-                            row.get(9)?,
-                            row.get(10)?,
-                        ))
+            Some(engine) => {
+                let owned: Vec<_> = params.iter().map(|p| p.to_owned_value()).collect();
+                engine
+                    .write(move |conn| {
+                        let params: Vec<_> = owned.iter().map(|p| p.as_param()).collect();
+                        sqlite_engine::query_row(conn, SQL, &params, |row| {
+                            Ok((
+                                row.get(0)?,
+                                row.get(1)?,
+                                row.get(2)?,
+                                row.get(3)?,
+                                row.get(4)?,
+                                row.get(5)?,
+                                row.get(6)?,
+                                row.get(7)?,
+                                row.get(8)?,
+                                row.get(9)?,
+                                row.get(10)?,
+                            ))
+                        })
                     })
-                })?
-                .ok_or_else(|| StoreError::Corrupt("history counts returned no row".into()))?,
+                    .await??
+                    .ok_or_else(|| StoreError::Corrupt("history counts returned no row".into()))?
+            }
             None => {
                 bind_sqlx_as(sqlx::query_as(SQL), &params)
                     .fetch_one(&self.reads)

@@ -67,6 +67,35 @@ impl ToSql for Param<'_> {
     }
 }
 
+impl Param<'_> {
+    /// The value, owned (for work sent to the writer thread).
+    pub(crate) fn to_owned_value(self) -> OwnedParam {
+        match self {
+            Param::Int(n) => OwnedParam::Int(n),
+            Param::Text(text) => OwnedParam::Text(text.map(str::to_owned)),
+        }
+    }
+}
+
+/// An owned [`Param`].
+#[derive(Debug, Clone)]
+pub(crate) enum OwnedParam {
+    /// An integer.
+    Int(i64),
+    /// Text, or NULL.
+    Text(Option<String>),
+}
+
+impl OwnedParam {
+    /// Borrowed, for binding.
+    pub(crate) fn as_param(&self) -> Param<'_> {
+        match self {
+            OwnedParam::Int(n) => Param::Int(*n),
+            OwnedParam::Text(text) => Param::Text(text.as_deref()),
+        }
+    }
+}
+
 /// Binds `params` to a sqlx query in order (`$1`, `$2`, ...).
 pub(crate) fn bind_sqlx<'q>(
     mut query: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments>,
