@@ -2,6 +2,8 @@
 //! and uses, the per-payment history the rules read, and review holds. Everything here is
 //! shared across replicas through the database (a mandate id is claimed by one primary key).
 
+use std::sync::LazyLock;
+
 use async_trait::async_trait;
 use serde::Serialize;
 
@@ -237,6 +239,55 @@ pub trait RiskStore: Send + Sync {
         now_ms: u64,
     ) -> Result<Option<Review>, StoreError>;
 }
+
+// The history counts of `risk_history`, in one round trip; every count stops at
+// HISTORY_COUNT_CAP, so a payer or endpoint with a long history costs no more than one with a
+// short one. A NULL payer, resource or endpoint matches nothing, which is the count wanted
+// then. The last day's payments are read once, newest first, for both the day and the hour.
+// The usual range is that of the endpoint's most recent approved payments in this token
+// (index order): bounded work, and it follows a price change. Amounts are canonical decimal
+// strings, so (length, text) order is numeric order.
+macro_rules! recent_amounts {
+    () => {
+        "(SELECT amount FROM risk_payments WHERE endpoint = $8 AND asset = $10 \
+         AND fingerprint <> $2 ORDER BY created_at_ms DESC LIMIT $11) AS u"
+    };
+}
+const HISTORY_SQL: &str = concat!(
+    "SELECT day.n, day.h, \
+       (SELECT COUNT(*) FROM (SELECT 1 FROM risk_payments WHERE payer = $1 \
+          AND fingerprint <> $2 AND pay_to = $6 LIMIT $9) AS p), \
+       (SELECT COUNT(*) FROM (SELECT 1 FROM risk_payments WHERE payer = $1 \
+          AND fingerprint <> $2 AND resource = $7 AND created_at_ms >= $5 LIMIT $9) AS r), \
+       (SELECT COUNT(*) FROM (SELECT 1 FROM risk_payments WHERE endpoint = $8 \
+          AND fingerprint <> $2 LIMIT 1) AS e), \
+       (SELECT COUNT(*) FROM (SELECT 1 FROM risk_payments WHERE payer = $1 \
+          AND fingerprint <> $2 AND endpoint = $8 AND amount = '0' LIMIT $9) AS f), \
+       (SELECT COUNT(*) FROM ",
+    recent_amounts!(),
+    "), (SELECT amount FROM ",
+    recent_amounts!(),
+    " ORDER BY LENGTH(amount), amount LIMIT 1), (SELECT amount FROM ",
+    recent_amounts!(),
+    " ORDER BY LENGTH(amount) DESC, amount DESC LIMIT 1), \
+       (SELECT COUNT(*) FROM disputes WHERE payer = $12 AND outcome = 'refund_owed'), \
+       (SELECT COUNT(*) FROM risk_reviews WHERE fingerprint = $2) \
+     FROM (SELECT COUNT(*) AS n, \
+             CAST(COALESCE(SUM(CASE WHEN created_at_ms >= $3 THEN 1 ELSE 0 END), 0) AS BIGINT) AS h \
+           FROM (SELECT created_at_ms FROM risk_payments WHERE payer = $1 \
+             AND fingerprint <> $2 AND created_at_ms >= $4 \
+             ORDER BY created_at_ms DESC LIMIT $9) AS recent) AS day"
+);
+
+/// [`HISTORY_SQL`] for SQLite. A bound LIMIT in a subquery makes SQLite re-prepare the
+/// statement at every new binding (the plan may depend on the value): this statement was
+/// parsed once per verify. Here the two limits are written in (a `$N` the text no longer names
+/// is skipped when binding).
+static HISTORY_SQLITE: LazyLock<String> = LazyLock::new(|| {
+    HISTORY_SQL
+        .replace("LIMIT $9", &format!("LIMIT {HISTORY_COUNT_CAP}"))
+        .replace("LIMIT $11", &format!("LIMIT {USUAL_RANGE_WINDOW}"))
+});
 
 fn db_ms(ms: u64, field: &'static str) -> Result<i64, StoreError> {
     i64::try_from(ms).map_err(|_| StoreError::OutOfRange { field })
@@ -487,44 +538,6 @@ impl RiskStore for SqlStore {
         let hour = now.saturating_sub(HOUR_MS as i64);
         let day = now.saturating_sub(24 * HOUR_MS as i64);
         let five = now.saturating_sub(FIVE_MIN_MS as i64);
-        // One round trip; every count stops at HISTORY_COUNT_CAP, so a payer or endpoint with
-        // a long history costs no more than one with a short one. A NULL payer, resource or
-        // endpoint matches nothing, which is the count wanted then.
-        // The last day's payments are read once, newest first, for both the day and the hour.
-        // The usual range is that of the endpoint's most recent approved payments in this
-        // token (index order): bounded work, and it follows a price change. Amounts are
-        // canonical decimal strings, so (length, text) order is numeric order.
-        macro_rules! recent_amounts {
-            () => {
-                "(SELECT amount FROM risk_payments WHERE endpoint = $8 AND asset = $10 \
-                 AND fingerprint <> $2 ORDER BY created_at_ms DESC LIMIT $11) AS u"
-            };
-        }
-        const SQL: &str = concat!(
-            "SELECT day.n, day.h, \
-               (SELECT COUNT(*) FROM (SELECT 1 FROM risk_payments WHERE payer = $1 \
-                  AND fingerprint <> $2 AND pay_to = $6 LIMIT $9) AS p), \
-               (SELECT COUNT(*) FROM (SELECT 1 FROM risk_payments WHERE payer = $1 \
-                  AND fingerprint <> $2 AND resource = $7 AND created_at_ms >= $5 LIMIT $9) AS r), \
-               (SELECT COUNT(*) FROM (SELECT 1 FROM risk_payments WHERE endpoint = $8 \
-                  AND fingerprint <> $2 LIMIT 1) AS e), \
-               (SELECT COUNT(*) FROM (SELECT 1 FROM risk_payments WHERE payer = $1 \
-                  AND fingerprint <> $2 AND endpoint = $8 AND amount = '0' LIMIT $9) AS f), \
-               (SELECT COUNT(*) FROM ",
-            recent_amounts!(),
-            "), (SELECT amount FROM ",
-            recent_amounts!(),
-            " ORDER BY LENGTH(amount), amount LIMIT 1), (SELECT amount FROM ",
-            recent_amounts!(),
-            " ORDER BY LENGTH(amount) DESC, amount DESC LIMIT 1), \
-               (SELECT COUNT(*) FROM disputes WHERE payer = $12 AND outcome = 'refund_owed'), \
-               (SELECT COUNT(*) FROM risk_reviews WHERE fingerprint = $2) \
-             FROM (SELECT COUNT(*) AS n, \
-                     CAST(COALESCE(SUM(CASE WHEN created_at_ms >= $3 THEN 1 ELSE 0 END), 0) AS BIGINT) AS h \
-                   FROM (SELECT created_at_ms FROM risk_payments WHERE payer = $1 \
-                     AND fingerprint <> $2 AND created_at_ms >= $4 \
-                     ORDER BY created_at_ms DESC LIMIT $9) AS recent) AS day"
-        );
         let payer_key = q.payer.as_deref().map(crate::admin::normalise_pay_to);
         let params: [Param<'_>; 12] = [
             q.payer.as_deref().into(),
@@ -562,7 +575,7 @@ impl RiskStore for SqlStore {
                 engine
                     .write(move |conn| {
                         let params: Vec<_> = owned.iter().map(|p| p.as_param()).collect();
-                        sqlite_engine::query_row(conn, SQL, &params, |row| {
+                        sqlite_engine::query_row(conn, &HISTORY_SQLITE, &params, |row| {
                             Ok((
                                 row.get(0)?,
                                 row.get(1)?,
@@ -582,7 +595,7 @@ impl RiskStore for SqlStore {
                     .ok_or_else(|| StoreError::Corrupt("history counts returned no row".into()))?
             }
             None => {
-                bind_sqlx_as(sqlx::query_as(SQL), &params)
+                bind_sqlx_as(sqlx::query_as(HISTORY_SQL), &params)
                     .fetch_one(&self.reads)
                     .await?
             }
@@ -694,5 +707,45 @@ impl RiskStore for SqlStore {
             return Ok(None);
         }
         self.review(id).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The per-verify history read is parsed once on SQLite, not at every new binding.
+    #[tokio::test]
+    async fn the_sqlite_history_statement_is_not_reprepared() {
+        assert!(!HISTORY_SQLITE.contains("$9") && !HISTORY_SQLITE.contains("$11"));
+        let store = SqlStore::connect("sqlite::memory:").await.expect("connect");
+        crate::store::Store::migrate(&store).await.expect("migrate");
+        for i in 0..4u64 {
+            let query = HistoryQuery {
+                payer: Some(format!("0xpayer{i}")),
+                pay_to: format!("0xpayee{i}"),
+                resource: Some(format!("https://seller.example/{i}")),
+                endpoint: Some(format!("seller.example/{i}")),
+                asset: "0xasset".into(),
+                fingerprint: format!("fp{i}"),
+                now_ms: 1_000_000 + i,
+            };
+            store.risk_history(&query).await.expect("history");
+        }
+        let (runs, reprepared) = store
+            .engine()
+            .expect("engine")
+            .write(|conn| {
+                conn.prepare_cached(&HISTORY_SQLITE).map(|s| {
+                    (
+                        s.get_status(rusqlite::StatementStatus::Run),
+                        s.get_status(rusqlite::StatementStatus::RePrepare),
+                    )
+                })
+            })
+            .await
+            .expect("writer")
+            .expect("prepare");
+        assert_eq!((runs, reprepared), (4, 0), "(runs, re-prepares) of the cached statement");
     }
 }
