@@ -746,6 +746,10 @@ mod tests {
             .await
             .expect("writer")
             .expect("prepare");
-        assert_eq!((runs, reprepared), (4, 0), "(runs, re-prepares) of the cached statement");
+        assert_eq!(
+            (runs, reprepared),
+            (4, 0),
+            "(runs, re-prepares) of the cached statement"
+        );
     }
 }
