@@ -338,7 +338,7 @@ fn open_connection(path: &Path, synchronous: &str) -> Result<Connection, StoreEr
     conn.execute_batch(&format!(
         "PRAGMA foreign_keys = ON; PRAGMA synchronous = {synchronous}; \
          PRAGMA wal_autocheckpoint = {};",
-        super::sql::SQLITE_AUTOCHECKPOINT_PAGES
+        super::sql::SQLITE_WRITER_AUTOCHECKPOINT_PAGES
     ))?;
     Ok(conn)
 }
