@@ -41,6 +41,10 @@ pub(crate) const SQLITE_AUTOCHECKPOINT_PAGES: u32 = 4_000;
 /// Gatehouse's own writer connection, so that the next write can start the log again from its
 /// beginning (when no reader still holds an older snapshot).
 const SQLITE_LOG_RESTART_FRAMES: i64 = 16_000;
+/// Frames appended during a copy beside the writer below which the writer finishes the copy.
+const SQLITE_TAIL_FRAMES: i64 = 200;
+/// Copies beside the writer before the writer finishes (each one shortens the tail).
+const SQLITE_TAIL_PASSES: usize = 4;
 /// The autocheckpoint threshold on Gatehouse's own writer connection: a safety net there (the
 /// background checkpointer restarts the log first), since a commit that checkpoints inline
 /// holds every queued payment for the copy and its fsyncs; it was most of the c=8 p99.
@@ -513,16 +517,30 @@ impl Store for SqlStore {
         // for readers or the writer; what it cannot copy now it copies next time.
         // (On an in-memory database it does nothing.)
         if matches!(self.dialect.0, Backend::Sqlite) {
-            let (_busy, log_frames, _copied): (i64, i64, i64) =
-                sqlx::query_as("PRAGMA wal_checkpoint(PASSIVE)")
-                    .fetch_one(&self.reads)
-                    .await?;
+            let passive = || async {
+                let (_busy, log, _copied): (i64, i64, i64) =
+                    sqlx::query_as("PRAGMA wal_checkpoint(PASSIVE)")
+                        .fetch_one(&self.reads)
+                        .await?;
+                Ok::<_, StoreError>(log)
+            };
+            let mut log = passive().await?;
             // Only a log copied in full starts again from its beginning at the next write, and
             // under steady load the copy above never catches up on its own. Once the log is
-            // long, the frames committed meanwhile are copied between two batches on the writer
-            // connection. That holds the queued payments for the copy and two fsyncs (10–30 ms
-            // measured under load), so it happens every few seconds, not at every tick.
-            if log_frames >= SQLITE_LOG_RESTART_FRAMES {
+            // long, the copy is finished on the writer connection, between two batches, which
+            // holds the queued payments meanwhile. What that costs is mostly the fsync of the
+            // log written since the last copy (SQLite syncs the log before copying it), so the
+            // tail is first shortened here, beside the writer: each pass copies what the writer
+            // appended during the one before.
+            if log >= SQLITE_LOG_RESTART_FRAMES {
+                for _ in 0..SQLITE_TAIL_PASSES {
+                    let next = passive().await?;
+                    let appended = next - log;
+                    log = next;
+                    if appended <= SQLITE_TAIL_FRAMES {
+                        break;
+                    }
+                }
                 self.engine()?
                     .write(|conn| conn.execute_batch("PRAGMA wal_checkpoint(PASSIVE)"))
                     .await??;
