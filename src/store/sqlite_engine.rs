@@ -3,8 +3,9 @@
 //! sqlx runs each SQLite connection on a worker thread and hands every statement, and every
 //! row, across it. Under load those hand-offs (futex wake-ups, context switches) cost more CPU
 //! than SQLite's own work (perf on `bench/compare.sh`). Here the budget and evidence group
-//! commits run a whole batch as one job on a writer thread, and the reads every verify makes
-//! run in place on a pooled read connection: microseconds of work, no hand-off.
+//! commits run a whole batch as one job on a writer thread, the risk-history counts run as a
+//! job there too (its page cache stays warm), and the settlement-journal read runs in place on
+//! a pooled read connection: microseconds of work, no hand-off.
 //!
 //! Everything else keeps using sqlx on the same file. Both writers open `BEGIN IMMEDIATE`
 //! transactions (or single statements) and SQLite serialises them at the file lock; this
@@ -264,7 +265,13 @@ impl SqliteEngine {
                 let mut writer = writer;
                 // Ends when the engine (the only sender) is dropped.
                 while let Ok(job) = queue.recv() {
-                    job(&mut writer);
+                    // A job that panics drops its answer (its caller gets an error, so the
+                    // payment fails closed) and rolls its transaction back on unwind; the
+                    // writer carries on with the next job.
+                    let run = std::panic::AssertUnwindSafe(|| job(&mut writer));
+                    if std::panic::catch_unwind(run).is_err() {
+                        tracing::error!("a SQLite writer job panicked; its caller got an error");
+                    }
                 }
             })
             .map_err(|error| StoreError::Stopped(format!("cannot start the writer: {error}")))?;
@@ -388,6 +395,29 @@ pub(crate) fn temporary_path() -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A job that panics fails its own caller and leaves the writer serving the next one.
+    #[tokio::test]
+    async fn a_panicking_job_fails_its_caller_only() {
+        let path = temporary_path();
+        let engine = SqliteEngine::open(&path, "NORMAL", true).expect("open");
+        let panicked = engine
+            .write(|_conn| -> i64 { panic!("a job that panics") })
+            .await;
+        assert!(
+            matches!(panicked, Err(StoreError::Stopped(_))),
+            "{panicked:?}"
+        );
+        let next = engine
+            .write(|conn| {
+                query_row(conn, "SELECT 40 + $1", &[2.into()], |row| {
+                    row.get::<_, i64>(0)
+                })
+            })
+            .await
+            .expect("the writer still runs");
+        assert_eq!(next.expect("query"), Some(42));
+    }
 
     /// `$N` binds the N-th parameter wherever it first appears, as on PostgreSQL.
     #[test]
