@@ -21,16 +21,12 @@ pub fn spawn_indexer(
     store: std::sync::Arc<dyn crate::store::Store>,
     every: std::time::Duration,
 ) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        let mut ticks = tokio::time::interval(every);
-        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            ticks.tick().await;
-            if let Err(error) = store.index_evidence().await {
-                tracing::warn!(%error, "Evidence index catch-up failed; searches catch up themselves.");
-            }
-        }
-    })
+    crate::store::spawn_every(
+        store,
+        every,
+        "Evidence index catch-up failed; searches catch up themselves.",
+        |store| async move { store.index_evidence().await },
+    )
 }
 
 /// The first string found at any of `paths` (each a list of object keys).

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use sqlx::AnyPool;
 
 use super::evidence::{IndexFields, IndexRow, index_rows_insert};
-use super::group_commit::{GroupCommit, answer_each};
+use super::group_commit::GroupCommit;
 use super::sql::{Dialect, SqlStore, push_placeholders};
 use super::sqlite_engine::{self, Param, bind_sqlx};
 use super::{EvidenceDraft, EvidenceRecord, RiskPaymentRow, StoreError};
@@ -111,18 +111,13 @@ impl AppendQueue {
                     .submit(record, |batch| {
                         let engine = Arc::clone(engine);
                         async move {
-                            let (records, replies): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
-                            let outcomes = engine
-                                .write(move |conn| {
-                                    sqlite_engine::together_or_alone(
-                                        conn,
-                                        &records,
-                                        "evidence append",
-                                        append_all_sqlite,
-                                    )
-                                })
-                                .await;
-                            answer_each(replies, outcomes);
+                            sqlite_engine::write_batch(
+                                &engine,
+                                batch,
+                                "evidence append",
+                                append_all_sqlite,
+                            )
+                            .await;
                         }
                     })
                     .await

@@ -10,7 +10,7 @@ use async_trait::async_trait;
 use sqlx::FromRow;
 
 use super::sql::{EvidenceRow, SqlStore, evidence_records};
-use super::sqlite_engine::{Param, bind_sqlx};
+use super::sqlite_engine::{Param, bind_sqlx, bind_sqlx_as};
 use super::{EvidenceRecord, StoreError};
 use crate::evidence::TOMBSTONE_BODY;
 use crate::evidence::query::index_fields;
@@ -306,15 +306,9 @@ pub trait EvidenceStore: Send + Sync {
     async fn prune_bodies(&self, selector: &PruneSelector) -> Result<u64, StoreError>;
 }
 
-/// A value bound to a dynamically built query.
-enum Arg {
-    Text(String),
-    Int(i64),
-}
-
 /// Appends the WHERE conditions of `query` on the index alias `i`; returns the args.
-fn conditions(query: &EvidenceQuery, sql: &mut String, args: &mut Vec<Arg>) {
-    let mut push = |sql: &mut String, cond: &str, arg: Arg| {
+fn conditions<'a>(query: &'a EvidenceQuery, sql: &mut String, args: &mut Vec<Param<'a>>) {
+    let mut push = |sql: &mut String, cond: &str, arg: Param<'a>| {
         args.push(arg);
         sql.push_str(&format!(" AND {cond} ${}", args.len()));
     };
@@ -330,21 +324,21 @@ fn conditions(query: &EvidenceQuery, sql: &mut String, args: &mut Vec<Arg>) {
     ];
     for (cond, value) in text {
         if let Some(value) = value {
-            push(sql, cond, Arg::Text(value.clone()));
+            push(sql, cond, Param::from(value.as_str()));
         }
     }
     if let Some(since) = query.since_ms {
         push(
             sql,
             "i.created_at_ms >=",
-            Arg::Int(i64::try_from(since).unwrap_or(i64::MAX)),
+            Param::Int(i64::try_from(since).unwrap_or(i64::MAX)),
         );
     }
     if let Some(until) = query.until_ms {
         push(
             sql,
             "i.created_at_ms <",
-            Arg::Int(i64::try_from(until).unwrap_or(i64::MAX)),
+            Param::Int(i64::try_from(until).unwrap_or(i64::MAX)),
         );
     }
     if let Some(payees) = &query.visible_payees {
@@ -353,38 +347,12 @@ fn conditions(query: &EvidenceQuery, sql: &mut String, args: &mut Vec<Arg>) {
         } else {
             let mut marks = Vec::new();
             for payee in payees {
-                args.push(Arg::Text(payee.clone()));
+                args.push(Param::from(payee.as_str()));
                 marks.push(format!("${}", args.len()));
             }
             sql.push_str(&format!(" AND i.payee IN ({})", marks.join(", ")));
         }
     }
-}
-
-fn bind_all<'q>(
-    mut q: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments>,
-    args: Vec<Arg>,
-) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments> {
-    for arg in args {
-        q = match arg {
-            Arg::Text(t) => q.bind(t),
-            Arg::Int(n) => q.bind(n),
-        };
-    }
-    q
-}
-
-fn bind_all_as<'q, T>(
-    mut q: sqlx::query::QueryAs<'q, sqlx::Any, T, sqlx::any::AnyArguments>,
-    args: Vec<Arg>,
-) -> sqlx::query::QueryAs<'q, sqlx::Any, T, sqlx::any::AnyArguments> {
-    for arg in args {
-        q = match arg {
-            Arg::Text(t) => q.bind(t),
-            Arg::Int(n) => q.bind(n),
-        };
-    }
-    q
 }
 
 const EVIDENCE_COLUMNS: &str = "e.seq, e.created_at_ms, e.kind, e.gate, e.fingerprint, \
@@ -460,22 +428,22 @@ fn to_ms(ms: u64, field: &'static str) -> Result<i64, StoreError> {
 }
 
 /// Appends the prune selector's conditions (alias-free, on `evidence`).
-fn prune_conditions(selector: &PruneSelector, sql: &mut String, args: &mut Vec<Arg>) {
-    args.push(Arg::Int(
+fn prune_conditions<'a>(selector: &'a PruneSelector, sql: &mut String, args: &mut Vec<Param<'a>>) {
+    args.push(Param::Int(
         i64::try_from(selector.before_ms).unwrap_or(i64::MAX),
     ));
     sql.push_str(&format!(" created_at_ms < ${}", args.len()));
-    args.push(Arg::Text(TOMBSTONE_BODY.to_owned()));
+    args.push(Param::from(TOMBSTONE_BODY));
     sql.push_str(&format!(" AND body <> ${}", args.len()));
     match &selector.kind {
         Some(kind) => {
-            args.push(Arg::Text(kind.clone()));
+            args.push(Param::from(kind.as_str()));
             sql.push_str(&format!(" AND kind = ${}", args.len()));
         }
         None if !selector.except_kinds.is_empty() => {
             let mut marks = Vec::new();
             for kind in &selector.except_kinds {
-                args.push(Arg::Text(kind.clone()));
+                args.push(Param::from(kind.as_str()));
                 marks.push(format!("${}", args.len()));
             }
             sql.push_str(&format!(" AND kind NOT IN ({})", marks.join(", ")));
@@ -585,15 +553,15 @@ impl EvidenceStore for SqlStore {
         &self,
         query: &EvidenceQuery,
     ) -> Result<Vec<EvidenceRecord>, StoreError> {
-        let mut args = vec![Arg::Int(query.after_seq)];
+        let mut args = vec![Param::Int(query.after_seq)];
         let mut sql = format!(
             "SELECT {EVIDENCE_COLUMNS} FROM evidence_index i JOIN evidence e ON e.seq = i.seq \
              WHERE i.seq > $1"
         );
         conditions(query, &mut sql, &mut args);
-        args.push(Arg::Int(page(query.limit)));
+        args.push(Param::Int(page(query.limit)));
         sql.push_str(&format!(" ORDER BY i.seq LIMIT ${}", args.len()));
-        let rows: Vec<EvidenceRow> = bind_all_as(sqlx::query_as(sqlx::AssertSqlSafe(sql)), args)
+        let rows: Vec<EvidenceRow> = bind_sqlx_as(sqlx::query_as(sqlx::AssertSqlSafe(sql)), &args)
             .fetch_all(&self.reads)
             .await?;
         evidence_records(rows)
@@ -608,9 +576,9 @@ impl EvidenceStore for SqlStore {
             "SELECT i.fingerprint FROM evidence_index i WHERE i.fingerprint IS NOT NULL",
         );
         conditions(query, &mut sql, &mut args);
-        args.push(Arg::Int(query.after_seq));
+        args.push(Param::Int(query.after_seq));
         let after = args.len();
-        args.push(Arg::Int(page(query.limit)));
+        args.push(Param::Int(page(query.limit)));
         let limit = args.len();
         let sql = format!(
             "SELECT a.fingerprint, a.first_seq, a.last_seq, a.first_at_ms, a.last_at_ms, \
@@ -625,9 +593,10 @@ impl EvidenceStore for SqlStore {
              ) a JOIN evidence_index l ON l.seq = a.last_seq \
              LEFT JOIN settlements s ON s.fingerprint = a.fingerprint ORDER BY a.first_seq"
         );
-        let rows: Vec<PaymentSummary> = bind_all_as(sqlx::query_as(sqlx::AssertSqlSafe(sql)), args)
-            .fetch_all(&self.reads)
-            .await?;
+        let rows: Vec<PaymentSummary> =
+            bind_sqlx_as(sqlx::query_as(sqlx::AssertSqlSafe(sql)), &args)
+                .fetch_all(&self.reads)
+                .await?;
         Ok(rows)
     }
 
@@ -737,11 +706,11 @@ impl EvidenceStore for SqlStore {
         let mut args = Vec::new();
         let mut sql = format!("SELECT {DISPUTE_COLUMNS} FROM disputes WHERE 1 = 1");
         if let Some(state) = state {
-            args.push(Arg::Text(state.to_owned()));
+            args.push(Param::from(state));
             sql.push_str(&format!(" AND state = ${}", args.len()));
         }
         if let Some(fp) = fingerprint {
-            args.push(Arg::Text(fp.to_owned()));
+            args.push(Param::from(fp));
             sql.push_str(&format!(" AND fingerprint = ${}", args.len()));
         }
         if let Some(payees) = payees {
@@ -750,18 +719,18 @@ impl EvidenceStore for SqlStore {
             } else {
                 let mut marks = Vec::new();
                 for payee in payees {
-                    args.push(Arg::Text(payee.clone()));
+                    args.push(Param::from(payee.as_str()));
                     marks.push(format!("${}", args.len()));
                 }
                 sql.push_str(&format!(" AND payee IN ({})", marks.join(", ")));
             }
         }
-        args.push(Arg::Int(page(limit)));
+        args.push(Param::Int(page(limit)));
         sql.push_str(&format!(
             " ORDER BY created_at_ms DESC, id LIMIT ${}",
             args.len()
         ));
-        let rows: Vec<Dispute> = bind_all_as(sqlx::query_as(sqlx::AssertSqlSafe(sql)), args)
+        let rows: Vec<Dispute> = bind_sqlx_as(sqlx::query_as(sqlx::AssertSqlSafe(sql)), &args)
             .fetch_all(&self.pool)
             .await?;
         Ok(rows)
@@ -923,19 +892,19 @@ impl EvidenceStore for SqlStore {
         let mut args = Vec::new();
         let mut sql = String::from("SELECT MAX(seq) FROM evidence WHERE");
         prune_conditions(selector, &mut sql, &mut args);
-        let (max,): (Option<i64>,) = bind_all_as(sqlx::query_as(sqlx::AssertSqlSafe(sql)), args)
+        let (max,): (Option<i64>,) = bind_sqlx_as(sqlx::query_as(sqlx::AssertSqlSafe(sql)), &args)
             .fetch_one(&self.pool)
             .await?;
         Ok(max)
     }
 
     async fn prune_bodies(&self, selector: &PruneSelector) -> Result<u64, StoreError> {
-        let mut args = vec![Arg::Text(TOMBSTONE_BODY.to_owned())];
+        let mut args = vec![Param::from(TOMBSTONE_BODY)];
         let mut sql = String::from("UPDATE evidence SET body = $1 WHERE");
         prune_conditions(selector, &mut sql, &mut args);
-        args.push(Arg::Int(selector.up_to_seq));
+        args.push(Param::Int(selector.up_to_seq));
         sql.push_str(&format!(" AND seq <= ${}", args.len()));
-        let done = bind_all(sqlx::query(sqlx::AssertSqlSafe(sql)), args)
+        let done = bind_sqlx(sqlx::query(sqlx::AssertSqlSafe(sql)), &args)
             .execute(&self.pool)
             .await?;
         Ok(done.rows_affected())

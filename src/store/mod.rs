@@ -51,14 +51,34 @@ pub const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_mill
 
 /// Runs [`Store::checkpoint`] every `every` until the task is aborted.
 pub fn spawn_checkpointer(store: Arc<dyn Store>, every: std::time::Duration) -> JoinHandle<()> {
+    spawn_every(
+        store,
+        every,
+        "Background WAL checkpoint failed; the writer still checkpoints itself past its own threshold.",
+        |store| async move { store.checkpoint().await },
+    )
+}
+
+/// Runs `work` on `store` every `every` until the task is aborted; a failure is logged as
+/// `failed`, and the next tick tries again.
+pub fn spawn_every<F, Fut, T>(
+    store: Arc<dyn Store>,
+    every: std::time::Duration,
+    failed: &'static str,
+    work: F,
+) -> JoinHandle<()>
+where
+    F: Fn(Arc<dyn Store>) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = Result<T, StoreError>> + Send,
+    T: Send,
+{
     tokio::spawn(async move {
         let mut ticks = tokio::time::interval(every);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             ticks.tick().await;
-            if let Err(error) = store.checkpoint().await {
-                // The writer still checkpoints itself past its own threshold.
-                tracing::warn!(%error, "Background WAL checkpoint failed.");
+            if let Err(error) = work(Arc::clone(&store)).await {
+                tracing::warn!(%error, "{failed}");
             }
         }
     })

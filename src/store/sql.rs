@@ -15,7 +15,6 @@ use sqlx::any::AnyPoolOptions;
 use sqlx::migrate::Migrator;
 use sqlx::{AnyPool, FromRow};
 
-use super::group_commit::answer_each;
 use super::group_commit::{GroupCommit, Reply};
 use super::sqlite_engine::{self, Param, SqliteEngine, bind_sqlx, temporary_path};
 
@@ -1133,11 +1132,7 @@ async fn reserve_fast(
         // careful path reads them.
         let own = own_holds(&mut tx, fingerprint, now).await?;
         tx.rollback().await?;
-        return Ok(if own.held && !own.stale {
-            Fast::AlreadyHeld
-        } else {
-            Fast::Careful
-        });
+        return Ok(own.fast_outcome());
     }
     tx.commit().await?;
     Ok(Fast::Reserved)
@@ -1207,15 +1202,10 @@ fn reserve_queue() -> GroupCommit<PendingReserve, Fast> {
 /// as one job on the writer thread. Each take is all or none, so no reservation needs a
 /// savepoint to undo its own part. If the batch fails, each reservation runs alone.
 async fn reserve_batch(engine: &SqliteEngine, batch: Vec<(PendingReserve, Reply<Fast>)>) {
-    let (items, replies): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
-    let outcomes = engine
-        .write(move |conn| {
-            sqlite_engine::together_or_alone(conn, &items, "budget reservation", |tx, items| {
-                items.iter().map(|item| take_whole(tx, item)).collect()
-            })
-        })
-        .await;
-    answer_each(replies, outcomes);
+    sqlite_engine::write_batch(engine, batch, "budget reservation", |tx, items| {
+        items.iter().map(|item| take_whole(tx, item)).collect()
+    })
+    .await;
 }
 
 /// SQLite, inside a batch: takes every counter, or none when one would pass its cap or the
@@ -1253,12 +1243,7 @@ fn take_whole(tx: &rusqlite::Connection, item: &PendingReserve) -> Result<Fast, 
             sqlite_engine::query_all(tx, OWN_HOLDS, &[item.fingerprint.as_str().into()], |row| {
                 Ok((row.get(0)?, row.get(1)?))
             })?;
-        let own = OwnHolds::of(&holds, item.now);
-        return Ok(if own.held && !own.stale {
-            Fast::AlreadyHeld
-        } else {
-            Fast::Careful
-        });
+        return Ok(OwnHolds::of(&holds, item.now).fast_outcome());
     }
     if took != n as u64 {
         return Err(StoreError::Corrupt(format!(
@@ -1314,6 +1299,16 @@ struct OwnHolds {
 const OWN_HOLDS: &str = "SELECT state, expires_at_ms FROM policy_holds WHERE fingerprint = $1";
 
 impl OwnHolds {
+    /// What the fast path answers a payment whose take stopped at its own holds: a live
+    /// reservation is the answer; a lapsed or stale one is the careful path's case.
+    fn fast_outcome(&self) -> Fast {
+        if self.held && !self.stale {
+            Fast::AlreadyHeld
+        } else {
+            Fast::Careful
+        }
+    }
+
     fn of(holds: &[(String, i64)], now: i64) -> Self {
         OwnHolds {
             held: holds

@@ -22,6 +22,7 @@ use rusqlite::{Connection, OpenFlags, Statement, ToSql, Transaction, Transaction
 use tokio::sync::oneshot;
 
 use super::StoreError;
+use super::group_commit::{Reply, answer_each};
 
 /// Read connections kept open between reads.
 const READS_KEPT: usize = 8;
@@ -228,6 +229,21 @@ pub(crate) fn together_or_alone<T, R>(
             })
         })
         .collect()
+}
+
+/// Runs a group-commit batch as one job on the writer ([`together_or_alone`]) and answers
+/// each caller with its own outcome.
+pub(crate) async fn write_batch<T: Send + 'static, R: Send + 'static>(
+    engine: &SqliteEngine,
+    batch: Vec<(T, Reply<R>)>,
+    what: &'static str,
+    together: fn(&Transaction<'_>, &[T]) -> Result<Vec<R>, StoreError>,
+) {
+    let (items, replies): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
+    let outcomes = engine
+        .write(move |conn| together_or_alone(conn, &items, what, together))
+        .await;
+    answer_each(replies, outcomes);
 }
 
 type Job = Box<dyn FnOnce(&mut Connection) + Send>;
